@@ -1,0 +1,1 @@
+//! ngsd-benches: shared helpers for the bench targets

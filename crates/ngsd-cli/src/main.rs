@@ -1,0 +1,349 @@
+//! The `ngsd` command: generate text from ONNX-exported language models and inspect model packages.
+
+mod settings;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use ngsd_runtime::{
+    ChatTemplate, GenerateConfig, Message, Model, ModelPackage, Tokenizer, generate,
+};
+use settings::{ModelSettings, RawConfig};
+
+/// Safety-aware decoding for ONNX-exported language models.
+///
+/// Configuration comes from a TOML file (--config, else ./ngsd.toml when present), then NGSD_*
+/// environment variables (e.g. NGSD_MODEL, NGSD_PROVIDER, NGSD_MAX_NEW_TOKENS), then flags.
+/// Log verbosity: NGSD_LOG (e.g. NGSD_LOG=debug). ONNX Runtime is found through NGSD_ORT_LIB,
+/// beside the executable, or in the checkout's .ort/lib (installed by `cargo xtask setup`).
+#[derive(Debug, Parser)]
+#[command(name = "ngsd", version, propagate_version = true)]
+struct Cli {
+    /// TOML configuration file (keys: model, provider, strict-provider, threads, ort-lib,
+    /// max-new-tokens, temperature, top-k, top-p, seed, system, stop).
+    #[arg(long, global = true, env = "NGSD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an answer to a prompt and stream it to stdout.
+    Generate(GenerateArgs),
+    /// Inspect model packages.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Print a model's inputs and outputs, sizes, EOS ids and the execution provider in use.
+    Info(InfoArgs),
+}
+
+/// Flags shared by commands that load a model.
+#[derive(Debug, Args)]
+struct ModelFlags {
+    /// Model package folder (or its .onnx file) [default: the embedded SmolLM2-135M-Instruct].
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Execution provider: cpu, cuda[:N], tensorrt[:N] [default: cpu].
+    #[arg(long, value_name = "NAME")]
+    provider: Option<String>,
+    /// Fail instead of falling back to CPU when the provider is unavailable.
+    #[arg(long)]
+    strict_provider: bool,
+    /// ONNX Runtime intra-op threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+impl ModelFlags {
+    fn apply(&self, raw: &mut RawConfig) {
+        if let Some(m) = &self.model {
+            raw.model = Some(m.clone());
+        }
+        if let Some(p) = &self.provider {
+            raw.provider = Some(p.clone());
+        }
+        if self.strict_provider {
+            raw.strict_provider = Some(true);
+        }
+        if let Some(t) = self.threads {
+            raw.threads = Some(t);
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// The user's message.
+    #[arg(long, short = 'p')]
+    prompt: String,
+    /// System prompt [default: the chat template's own].
+    #[arg(long)]
+    system: Option<String>,
+    /// Feed the prompt as raw text, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Most tokens to generate [default: 256].
+    #[arg(long, short = 'n', value_name = "N")]
+    max_new_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy [default: 0].
+    #[arg(long, short = 't', value_name = "T")]
+    temperature: Option<f32>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass [default: 1].
+    #[arg(long, value_name = "P")]
+    top_p: Option<f32>,
+    /// Keep only the K most likely tokens; 0 is off [default: 0].
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Random seed for sampling [default: 0].
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Stop before this string (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    stop: Vec<String>,
+    /// Print token counts, speed and the finish reason to stderr.
+    #[arg(long)]
+    stats: bool,
+    #[command(flatten)]
+    model: ModelFlags,
+}
+
+#[derive(Debug, Args)]
+struct InfoArgs {
+    /// Model package folder [default: the embedded model].
+    dir: Option<PathBuf>,
+    /// Recompute the sha256 of every file the manifest records and compare.
+    #[arg(long)]
+    verify: bool,
+    #[command(flatten)]
+    model: ModelFlags,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // ONNX Runtime's own log lines are forwarded under `ort`; they are noisy, so off by default.
+    let filter = std::env::var("NGSD_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn,ort=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut raw = RawConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Generate(args) => cmd_generate(args, raw),
+        Command::Model(ModelCommand::Info(args)) => {
+            args.model.apply(&mut raw);
+            if let Some(dir) = &args.dir {
+                raw.model = Some(dir.clone());
+            }
+            cmd_model_info(&raw, args.verify)
+        }
+    }
+}
+
+fn load_model(settings: &ModelSettings) -> Result<(Model, Tokenizer, Option<ChatTemplate>)> {
+    let package = ModelPackage::open(&settings.dir)?;
+    let tokenizer = Tokenizer::from_package(&package)?;
+    let template = ChatTemplate::from_package(&package)?;
+    let model = Model::load(package, &settings.options)
+        .with_context(|| format!("loading the model in {}", settings.dir.display()))?;
+    Ok((model, tokenizer, template))
+}
+
+fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
+    args.model.apply(&mut raw);
+    if let Some(v) = args.max_new_tokens {
+        raw.max_new_tokens = Some(v);
+    }
+    if let Some(v) = args.temperature {
+        raw.temperature = Some(v);
+    }
+    if let Some(v) = args.top_p {
+        raw.top_p = Some(v);
+    }
+    if let Some(v) = args.top_k {
+        raw.top_k = Some(v);
+    }
+    if let Some(v) = args.seed {
+        raw.seed = Some(v);
+    }
+    if let Some(v) = &args.system {
+        raw.system = Some(v.clone());
+    }
+    if !args.stop.is_empty() {
+        raw.stop = Some(args.stop.clone());
+    }
+    let gen_cfg = GenerateConfig::try_from(&raw)?;
+    let settings = ModelSettings::try_from(&raw)?;
+    let (mut model, tokenizer, template) = load_model(&settings)?;
+
+    let prompt_text = match (&template, args.raw) {
+        (Some(t), false) => {
+            let mut messages = Vec::new();
+            if let Some(system) = &raw.system {
+                messages.push(Message::new("system", system));
+            }
+            messages.push(Message::new("user", &args.prompt));
+            t.render(&messages, true)?
+        }
+        (None, false) => {
+            tracing::warn!(
+                "the model package has no chat template; feeding the prompt as raw text"
+            );
+            args.prompt.clone()
+        }
+        (_, true) => args.prompt.clone(),
+    };
+    let prompt_ids = tokenizer.encode(&prompt_text)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut write_err = None;
+    let generation = generate(&mut model, &tokenizer, &prompt_ids, &gen_cfg, |piece| {
+        if write_err.is_none()
+            && let Err(e) = stdout
+                .write_all(piece.as_bytes())
+                .and_then(|()| stdout.flush())
+        {
+            write_err = Some(e);
+        }
+    })?;
+    if let Some(e) = write_err
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing to stdout");
+    }
+    let _ = writeln!(stdout);
+    let _ = stdout.flush();
+    drop(stdout);
+    if args.stats {
+        eprintln!(
+            "[{} prompt tokens, {} generated, prefill {:.0} ms, {:.1} tok/s, finish: {:?}, provider: {}]",
+            generation.prompt_tokens,
+            generation.tokens.len(),
+            generation.prefill_time.as_secs_f64() * 1e3,
+            generation.decode_tokens_per_second(),
+            generation.finish,
+            model.provider(),
+        );
+    }
+    Ok(())
+}
+
+fn cmd_model_info(raw: &RawConfig, verify: bool) -> Result<()> {
+    let settings = ModelSettings::try_from(raw)?;
+    let (model, tokenizer, template) = load_model(&settings)?;
+    let package = model.package();
+    let m = &package.manifest;
+    println!("model:        {} ({})", m.name, package.dir.display());
+    println!(
+        "described by: {}",
+        match package.source {
+            ngsd_runtime::ManifestSource::Ngsd => ngsd_runtime::MANIFEST_FILE,
+            ngsd_runtime::ManifestSource::HuggingFace =>
+                "Hugging Face config files (no ngsd manifest)",
+        }
+    );
+    if let Some(a) = &m.architecture {
+        println!("architecture: {a}");
+    }
+    if let Some(d) = &m.dtype {
+        println!("weights:      {d}");
+    }
+    println!("onnx file:    {}", model.onnx_path().display());
+    println!("hidden size:  {}", m.hidden_size);
+    println!(
+        "vocab size:   {} (tokenizer: {})",
+        m.vocab_size,
+        tokenizer.vocab_size()
+    );
+    println!(
+        "layers:       {} ({} kv heads × {} head dim)",
+        m.num_layers, m.num_kv_heads, m.head_dim
+    );
+    println!("context:      {} tokens", m.max_context);
+    let eos: Vec<String> = m
+        .eos_token_ids
+        .iter()
+        .map(|id| format!("{id} {:?}", tokenizer.token_text(*id)))
+        .collect();
+    println!("eos ids:      {}", eos.join(", "));
+    println!(
+        "chat template: {}",
+        if template.is_some() {
+            "yes"
+        } else {
+            "none (prompts are fed raw)"
+        }
+    );
+    println!(
+        "hidden state: {}",
+        if model.has_hidden_state() {
+            "exported (gates can read it)"
+        } else {
+            "not exported (add it with `cargo xtask export-hidden <model.onnx>`)"
+        }
+    );
+    match model.provider_fallback_reason() {
+        Some(reason) => println!("provider:     {} (fell back: {reason})", model.provider()),
+        None => println!("provider:     {}", model.provider()),
+    }
+    println!("inputs:");
+    for io in model.inputs() {
+        println!("  {:<32} {}", io.name, io.ty);
+    }
+    println!("outputs:");
+    for io in model.outputs() {
+        println!("  {:<32} {}", io.name, io.ty);
+    }
+    if let Some(p) = &m.provenance {
+        println!("provenance:   {p}");
+    }
+    if verify {
+        let reports = package.verify_checksums();
+        if reports.is_empty() {
+            println!("checksums:    none recorded");
+        }
+        let mut bad = 0;
+        for r in &reports {
+            let status = if r.ok() { "ok" } else { "MISMATCH" };
+            if !r.ok() {
+                bad += 1;
+            }
+            println!("  {:<24} {status}", r.file);
+        }
+        if bad > 0 {
+            anyhow::bail!(
+                "{bad} file(s) do not match their recorded sha256; re-run `cargo xtask setup`"
+            );
+        }
+    }
+    Ok(())
+}

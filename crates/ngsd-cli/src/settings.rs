@@ -1,0 +1,161 @@
+//! Configuration: a TOML file, `NGSD_*` environment variables, then command-line flags, read into a
+//! [`RawConfig`] and validated into the typed settings the libraries take.
+//!
+//! Keys (kebab-case, all optional; defaults in brackets):
+//! - `model` [the embedded default, `.cache/models/smollm2-135m-instruct/fp32` of the checkout]
+//! - `provider` [`cpu`]: `cpu`, `cuda[:N]`, `tensorrt[:N]`
+//! - `strict-provider` [false]: fail instead of falling back to CPU
+//! - `threads` [0 = one per core]: ONNX Runtime intra-op threads
+//! - `ort-lib` [searched]: path of libonnxruntime.so
+//! - `max-new-tokens` [256], `temperature` [0 = greedy], `top-k` [0 = off], `top-p` [1 = off], `seed` [0]
+//! - `system` [the chat template's default]: system prompt
+//! - `stop` [none]: list of stop strings (env: comma-separated)
+//!
+//! Environment: `NGSD_<KEY>` with `_` for `-`, e.g. `NGSD_MAX_NEW_TOKENS=64`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use ngsd_runtime::{GenerateConfig, ModelOptions, Provider, SamplingConfig};
+
+/// Environment variables with the `NGSD_` prefix that are not configuration keys.
+const NON_CONFIG_VARS: &[&str] = &["NGSD_CONFIG", "NGSD_LOG"];
+
+/// Everything a config file or the environment may set.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    pub model: Option<PathBuf>,
+    pub provider: Option<String>,
+    pub strict_provider: Option<bool>,
+    pub threads: Option<usize>,
+    pub ort_lib: Option<PathBuf>,
+    pub max_new_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+    pub system: Option<String>,
+    pub stop: Option<Vec<String>>,
+}
+
+impl RawConfig {
+    /// Reads the file (if any) and the environment. A named file must exist; without one,
+    /// `./ngsd.toml` is read when present.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut builder = config::Config::builder();
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("config file {} does not exist", path.display());
+                }
+                builder = builder.add_source(
+                    config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+                );
+            }
+            None => {
+                let local = PathBuf::from("ngsd.toml");
+                if local.is_file() {
+                    builder = builder
+                        .add_source(config::File::from(local).format(config::FileFormat::Toml));
+                }
+            }
+        }
+        let env: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("NGSD_") && !NON_CONFIG_VARS.contains(&k.as_str()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("NGSD")
+                .source(Some(env))
+                .convert_case(config::Case::Kebab)
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("stop"),
+        );
+        let cfg = builder.build().context("reading configuration")?;
+        let raw: RawConfig = cfg.try_deserialize().map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; valid keys: model, provider, strict-provider, threads, ort-lib, max-new-tokens, \
+                 temperature, top-k, top-p, seed, system, stop"
+            )
+        })?;
+        Ok(raw)
+    }
+}
+
+/// Validated model settings.
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    pub dir: PathBuf,
+    pub options: ModelOptions,
+}
+
+impl TryFrom<&RawConfig> for ModelSettings {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: &RawConfig) -> Result<Self> {
+        let provider: Provider = match &raw.provider {
+            Some(p) => p.parse()?,
+            None => Provider::Cpu,
+        };
+        let dir = match &raw.model {
+            Some(dir) => dir.clone(),
+            None => default_model_dir().context(
+                "no model given and the default model is not installed: run `cargo xtask setup`, \
+                 or pass --model DIR",
+            )?,
+        };
+        Ok(ModelSettings {
+            dir,
+            options: ModelOptions {
+                provider,
+                strict_provider: raw.strict_provider.unwrap_or(false),
+                intra_threads: raw.threads.unwrap_or(0),
+                ort_library: raw.ort_lib.clone(),
+            },
+        })
+    }
+}
+
+impl TryFrom<&RawConfig> for GenerateConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: &RawConfig) -> Result<Self> {
+        let max_new_tokens = raw.max_new_tokens.unwrap_or(256);
+        if max_new_tokens == 0 {
+            bail!("invalid max-new-tokens: 0; ask for at least 1 token");
+        }
+        let sampling = SamplingConfig {
+            temperature: raw.temperature.unwrap_or(0.0),
+            top_k: raw.top_k.unwrap_or(0),
+            top_p: raw.top_p.unwrap_or(1.0),
+            seed: raw.seed.unwrap_or(0),
+        };
+        sampling.validate()?;
+        Ok(GenerateConfig {
+            max_new_tokens,
+            sampling,
+            stop: raw.stop.clone().unwrap_or_default(),
+            ignore_eos: false,
+        })
+    }
+}
+
+/// Relative location of the embedded default model inside a checkout.
+pub const DEFAULT_MODEL: &str = ".cache/models/smollm2-135m-instruct/fp32";
+
+/// The default model of a development checkout: searched upwards from the executable, then from
+/// the current directory. `NGSD_MODEL` (the `model` key) overrides it.
+pub fn default_model_dir() -> Option<PathBuf> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let cwd = std::env::current_dir().ok();
+    exe_dir
+        .iter()
+        .chain(cwd.iter())
+        .flat_map(|start| start.ancestors().map(|d| d.join(DEFAULT_MODEL)))
+        .find(|p| p.join(ngsd_runtime::MANIFEST_FILE).is_file())
+}

@@ -1,0 +1,30 @@
+//! ngsd-runtime: loading ONNX-exported causal language models and decoding them incrementally.
+//!
+//! This is the only crate of the workspace that names `ort`. It provides:
+//! - [`ModelPackage`]: a folder with the ONNX decoder, tokenizer, chat template and manifest;
+//! - [`Model`]: an ONNX Runtime session with a [`KvCache`] per sequence; each step returns the
+//!   logits and the final hidden state of the new position;
+//! - [`Tokenizer`], [`TextStream`] (UTF-8-safe streaming) and [`ChatTemplate`];
+//! - [`Sampler`] (greedy, temperature, top-k, top-p, seeded) and plain [`generate`].
+
+mod error;
+mod generate;
+mod model;
+pub mod ortlib;
+mod package;
+mod provider;
+pub mod sampling;
+mod template;
+mod tokenizer;
+
+pub use error::{Error, Result};
+pub use generate::{FinishReason, GenerateConfig, Generation, StopFilter, generate};
+pub use model::{ForwardOut, IoDescription, KvCache, Model, ModelOptions, Positions};
+pub use package::{
+    ChecksumReport, Files, IoNames, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestSource,
+    ModelPackage, sha256_file,
+};
+pub use provider::{PROVIDER_NAMES, Provider};
+pub use sampling::{Sampler, SamplingConfig};
+pub use template::{ChatTemplate, Message};
+pub use tokenizer::{TextStream, Tokenizer};
