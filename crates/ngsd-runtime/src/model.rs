@@ -197,7 +197,13 @@ impl Model {
             match builder.with_execution_providers(eps) {
                 Ok(b) => builder = b,
                 Err(e) => {
-                    let reason = e.to_string();
+                    let mut reason = e.to_string().trim_end_matches('.').to_string();
+                    if reason.contains("not enabled in this build") {
+                        reason.push_str(
+                            " (this ONNX Runtime library is the CPU-only build; GPU providers need \
+                             the onnxruntime-gpu library and CUDA, see README)",
+                        );
+                    }
                     if options.strict_provider {
                         return Err(Error::Provider {
                             provider: options.provider.to_string(),

@@ -1,0 +1,93 @@
+//! decode-speed: greedy decoding forced to N tokens, timed the same way as the Python baseline
+//! (xtask/py/bench_ort.py), printing one JSON line. Used by `cargo xtask bench-compare`.
+//!
+//! Measured: session load excluded; one untimed warm-up generation; `prefill_ms` = the prompt's
+//! forward pass plus picking token 1; `decode_tok_s` = (N - 1) / time of the N - 1 following
+//! single-token steps (each: forward with the KV cache, argmax of the last position).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ngsd_runtime::{ForwardOut, Model, Positions, sampling::argmax};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Model package folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// JSON list of prompt token ids (read), or written with --write-prompt-ids.
+    #[arg(long)]
+    prompt_ids: PathBuf,
+    /// Write the chat-templated benchmark prompt's ids to --prompt-ids and exit.
+    #[arg(long)]
+    write_prompt_ids: bool,
+    /// Tokens to generate (EOS ignored).
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// ONNX Runtime intra-op threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Untimed warm-up generations.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+}
+
+fn greedy(model: &mut Model, prompt: &[u32], n: usize) -> Result<(Vec<u32>, f64, f64)> {
+    let vocab = model.vocab_size();
+    let mut cache = model.new_cache()?;
+    let mut out = ForwardOut::default();
+    let t0 = Instant::now();
+    model.forward(&mut cache, prompt, Positions::Last, &mut out)?;
+    let mut tok = argmax(out.last_logits(vocab));
+    let mut tokens = vec![tok];
+    let t1 = Instant::now();
+    for _ in 1..n {
+        model.forward(&mut cache, &[tok], Positions::Last, &mut out)?;
+        tok = argmax(out.last_logits(vocab));
+        tokens.push(tok);
+    }
+    let t2 = Instant::now();
+    Ok((tokens, (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64()))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.new_tokens < 2 {
+        bail!("--new-tokens must be at least 2");
+    }
+    let load_start = Instant::now();
+    let (mut model, tokenizer, template) = ngsd_benches::load(&args.model, args.threads)?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    if args.write_prompt_ids {
+        let ids =
+            ngsd_benches::prompt_ids(&tokenizer, template.as_ref(), ngsd_benches::BENCH_PROMPT)?;
+        std::fs::write(&args.prompt_ids, serde_json::to_string(&ids)?)
+            .with_context(|| format!("writing {}", args.prompt_ids.display()))?;
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&args.prompt_ids)
+        .with_context(|| format!("reading {}", args.prompt_ids.display()))?;
+    let prompt: Vec<u32> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON list of token ids",
+            args.prompt_ids.display()
+        )
+    })?;
+    for _ in 0..args.warmup {
+        greedy(&mut model, &prompt, 2)?;
+    }
+    let (tokens, prefill_s, decode_s) = greedy(&mut model, &prompt, args.new_tokens)?;
+    let json = serde_json::json!({
+        "runner": "ngsd-rust",
+        "prefill_ms": prefill_s * 1e3,
+        "decode_tok_s": (args.new_tokens - 1) as f64 / decode_s,
+        "new_tokens": args.new_tokens,
+        "prompt_tokens": prompt.len(),
+        "load_ms": load_ms,
+        "tokens": tokens,
+    });
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The `ngsd` binary end to end: real processes, real ONNX Runtime libraries, real model.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("NGSD_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".cache/models/smollm2-135m-instruct/fp32"));
+    assert!(
+        dir.join("ngsd-model.json").is_file(),
+        "the converted default model is missing at {}: run `cargo xtask setup`",
+        dir.display()
+    );
+    dir
+}
+
+fn ngsd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ngsd"));
+    cmd.args(args).env("NGSD_THREADS", "2");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("ngsd runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ngsd model info` on the default model and expects failure with this stderr line.
+fn check_info_error(env: &[(&str, &str)], extra: &[&str], expected: &str) {
+    let model = model_dir();
+    let mut args = vec!["model", "info", model.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = ngsd(&args, env);
+    assert!(!out.status.success(), "should fail: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(expected),
+        "stderr:\n{err}\nexpected to contain:\n{expected}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn onnx_runtime_library_missing() {
+    check_info_error(
+        &[("NGSD_ORT_LIB", "/nonexistent/libonnxruntime.so")],
+        &[],
+        "cannot load the ONNX Runtime library from /nonexistent/libonnxruntime.so: the file does not exist; \
+         run `cargo xtask setup` to install it, or point NGSD_ORT_LIB at a libonnxruntime.so of version 1.31 or newer",
+    );
+}
+
+#[test]
+fn onnx_runtime_library_of_the_wrong_version() {
+    let old = repo().join(".cache/test-fixtures/libonnxruntime.so.1.20.1");
+    assert!(
+        old.is_file(),
+        "test fixture missing: run `cargo xtask setup`"
+    );
+    check_info_error(
+        &[("NGSD_ORT_LIB", old.to_str().unwrap())],
+        &[],
+        "it is ONNX Runtime 1.20.1, but ngsd needs 1.31 or newer; run `cargo xtask setup` to install it",
+    );
+}
+
+#[test]
+fn a_library_that_is_not_onnx_runtime() {
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
+    .expect("libm is present");
+    check_info_error(
+        &[("NGSD_ORT_LIB", libm)],
+        &[],
+        "it is not an ONNX Runtime library (no `OrtGetApiBase` symbol); run `cargo xtask setup`",
+    );
+}
+
+#[test]
+fn unknown_provider_name() {
+    check_info_error(
+        &[],
+        &["--provider", "rocm"],
+        "error: invalid provider: unknown execution provider `rocm`; choose one of: cpu, cuda, cuda:<device>, tensorrt, tensorrt:<device>",
+    );
+}
+
+#[test]
+fn unavailable_provider_falls_back_to_cpu_or_fails_when_strict() {
+    let model = model_dir();
+    let out = ngsd(
+        &[
+            "model",
+            "info",
+            model.to_str().unwrap(),
+            "--provider",
+            "cuda",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("provider:     cpu (fell back: "), "{text}");
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("execution provider `cuda:0` is not available")
+            .count(),
+        1,
+        "warned once: {err}"
+    );
+    assert!(err.contains("running on CPU instead"), "{err}");
+
+    check_info_error(
+        &[],
+        &["--provider", "cuda", "--strict-provider"],
+        "execution provider `cuda:0` is not available: ",
+    );
+}
+
+#[test]
+fn config_file_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ngsd.toml");
+    std::fs::write(&cfg, "max-new-tokens = 8\ncolour = \"blue\"\n").unwrap();
+    let out = ngsd(&["--config", cfg.to_str().unwrap(), "model", "info"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown field `colour`"), "{err}");
+    assert!(err.contains("valid keys: model, provider"), "{err}");
+
+    let out = ngsd(
+        &["--config", "/nonexistent/ngsd.toml", "model", "info"],
+        &[],
+    );
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: config file /nonexistent/ngsd.toml does not exist"
+    );
+}
+
+#[test]
+fn generate_streams_an_answer_and_env_overrides_apply() {
+    let model = model_dir();
+    let out = ngsd(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "-p",
+            "What are three tips for staying healthy?",
+            "--stats",
+        ],
+        &[("NGSD_MAX_NEW_TOKENS", "12")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("1. Eat a balanced diet"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains(" 12 generated"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_sampling_values_are_rejected() {
+    let model = model_dir();
+    let out = ngsd(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "-p",
+            "hi",
+            "--top-p",
+            "1.5",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: invalid top-p: 1.5 is not in (0, 1]"
+    );
+    let out = ngsd(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "-p",
+            "hi",
+            "-n",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: invalid max-new-tokens: 0; ask for at least 1 token"
+    );
+}
+
+#[test]
+fn model_info_describes_the_package() {
+    let model = model_dir();
+    let out = ngsd(&["model", "info", model.to_str().unwrap(), "--verify"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "hidden size:  576",
+        "vocab size:   49152",
+        "eos ids:      2 \"<|im_end|>\"",
+        "hidden state: exported",
+        "provider:     cpu",
+        "last_hidden_state",
+        "past_key_values.29.value",
+        "model.onnx",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(!text.contains("MISMATCH"), "{text}");
+}

@@ -1,0 +1,82 @@
+//! Chat-template rendering and tokenization against ids computed independently (Python
+//! `tokenizers` + jinja2 on the same files), and streaming detokenization.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+mod common;
+
+use ngsd_runtime::{ChatTemplate, Message, ModelPackage, TextStream, Tokenizer};
+
+fn check(system: Option<&str>, user: &str, expected_text: &str, expected_ids: &[u32]) {
+    let package = ModelPackage::open(&common::model_dir()).unwrap();
+    let tokenizer = Tokenizer::from_package(&package).unwrap();
+    let template = ChatTemplate::from_package(&package).unwrap().unwrap();
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(Message::new("system", s));
+    }
+    messages.push(Message::new("user", user));
+    let text = template.render(&messages, true).unwrap();
+    assert_eq!(text, expected_text);
+    assert_eq!(tokenizer.encode(&text).unwrap(), expected_ids);
+}
+
+#[test]
+fn default_system_prompt_conversation() {
+    check(
+        None,
+        "What are three tips for staying healthy?",
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nWhat are three tips for staying healthy?<|im_end|>\n<|im_start|>assistant\n",
+        &[
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+            407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 359, 1296, 5608, 327, 9286, 2458, 47, 2,
+            198, 1, 520, 9531, 198,
+        ],
+    );
+}
+
+#[test]
+fn own_system_prompt_with_multibyte_text_and_digits() {
+    check(
+        Some("Answer in one line."),
+        "Grüße! 東京 costs ¥12345 😀 — why?",
+        "<|im_start|>system\nAnswer in one line.<|im_end|>\n<|im_start|>user\n\
+         Grüße! 東京 costs ¥12345 😀 — why?<|im_end|>\n<|im_start|>assistant\n",
+        &[
+            1, 9690, 198, 21350, 281, 582, 1761, 30, 2, 198, 1, 4093, 198, 27302, 7170, 34878, 85,
+            17, 17097, 247, 126, 16736, 122, 3499, 3351, 115, 33, 34, 35, 36, 37, 40303, 218, 1841,
+            1701, 47, 2, 198, 1, 520, 9531, 198,
+        ],
+    );
+}
+
+#[test]
+fn streaming_never_splits_a_character() {
+    let package = ModelPackage::open(&common::model_dir()).unwrap();
+    let tokenizer = Tokenizer::from_package(&package).unwrap();
+    let text = "Grüße 東京 😀 ok";
+    let ids = tokenizer.encode(text).unwrap();
+    assert!(
+        ids.len() > text.chars().count() / 2,
+        "byte-level pieces expected"
+    );
+    let mut stream = TextStream::new();
+    let mut pieces = Vec::new();
+    for &id in &ids {
+        if let Some(p) = stream.push(&tokenizer, id).unwrap() {
+            assert!(
+                !p.contains('\u{FFFD}'),
+                "piece {p:?} has a replacement character"
+            );
+            pieces.push(p);
+        }
+    }
+    if let Some(p) = stream.finish(&tokenizer).unwrap() {
+        pieces.push(p);
+    }
+    assert_eq!(pieces.concat(), text);
+}

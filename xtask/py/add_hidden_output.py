@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Add a `last_hidden_state` output to a decoder ONNX model (e.g. a Hugging Face Optimum export).
+
+    add_hidden_output.py --model IN.onnx --out OUT.onnx [--external-data]
+
+Finds the node that produces `logits` (the LM head), takes the activation that feeds it (the
+final-norm output) and exposes it through `Identity -> last_hidden_state` with shape
+[batch, sequence_length, hidden]. Understands a plain MatMul/Gemm head, MatMulNBits, and
+onnxruntime's dynamic-int8 pattern (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul).
+
+Models with external data are loaded with it; the result is saved with external data (one
+file, `<OUT name>.data`) when it is larger than 1.8 GiB or with --external-data. When the
+model already has `last_hidden_state`, it is copied unchanged (and the script says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HIDDEN = "last_hidden_state"
+LOGITS = "logits"
+EXTERNAL_DATA_THRESHOLD = int(1.8 * 1024**3)
+
+
+class SurgeryError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"add_hidden_output: {msg}", file=sys.stderr, flush=True)
+
+
+def model_size(model) -> int:
+    try:
+        return model.ByteSize()
+    except Exception:  # noqa: BLE001 - protobuf refuses sizes > 2 GiB on some builds
+        return sum(len(t.raw_data) for t in model.graph.initializer) + EXTERNAL_DATA_THRESHOLD
+
+
+def save(model, out: str, force_external: bool) -> None:
+    import onnx
+
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(out)}.tmp-{os.getpid()}")
+    size = model_size(model)
+    try:
+        if size < EXTERNAL_DATA_THRESHOLD and not force_external:
+            log(f"writing {out} ({size / 2**20:.0f} MiB)")
+            with open(tmp, "wb") as f:
+                f.write(model.SerializeToString())
+        else:
+            location = os.path.basename(out) + ".data"
+            log(f"writing {out} + {location} (external data, {size / 2**20:.0f} MiB)")
+            data_path = os.path.join(folder, location)
+            if os.path.exists(data_path):
+                os.remove(data_path)
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=location, size_threshold=1024)
+            os.chmod(data_path, 0o644)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def find_hidden(graph):
+    """Name of the activation that feeds the LM head, and the hidden size if known."""
+    producers = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+
+    def const_dims(name):
+        if name in inits:
+            return list(inits[name].dims)
+        n = producers.get(name)
+        # weights behind DequantizeLinear / Transpose / Cast are still constants
+        if n is not None and n.op_type in ("DequantizeLinear", "Cast", "Identity") and n.input[0] in inits:
+            return list(inits[n.input[0]].dims)
+        return None
+
+    head = producers.get(LOGITS)
+    if head is None:
+        raise SurgeryError("no node produces 'logits'")
+    # walk back from logits through elementwise post-processing to the head matmul
+    frontier, seen = [head], set()
+    for _ in range(8):
+        nxt = []
+        for n in frontier:
+            if n.name in seen and n.name:
+                continue
+            seen.add(n.name)
+            if n.op_type in ("MatMul", "Gemm"):
+                a, b = n.input[0], n.input[1]
+                dims = const_dims(b)
+                if dims is not None:
+                    transposed = n.op_type == "Gemm" and any(
+                        at.name == "transB" and at.i == 1 for at in n.attribute
+                    )
+                    hidden = dims[-1] if transposed else dims[-2] if len(dims) >= 2 else None
+                    return a, hidden, n
+                if const_dims(a) is not None:  # logits = W @ x (unusual)
+                    return b, None, n
+            elif n.op_type == "MatMulNBits":
+                k = next((at.i for at in n.attribute if at.name == "K"), None)
+                return n.input[0], k, n
+            elif n.op_type == "MatMulInteger":
+                q = producers.get(n.input[0])
+                if q is not None and q.op_type == "DynamicQuantizeLinear":
+                    dims = const_dims(n.input[1])
+                    return q.input[0], (dims[-2] if dims and len(dims) >= 2 else None), n
+            for i in n.input:
+                p = producers.get(i)
+                if p is not None:
+                    nxt.append(p)
+        frontier = nxt
+    raise SurgeryError(f"could not find the LM-head MatMul behind 'logits' (producer: {head.op_type} '{head.name}')")
+
+
+def run(args) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    if not os.path.isfile(args.model):
+        raise SurgeryError(f"model file not found: {args.model}")
+    log(f"loading {args.model}")
+    try:
+        model = onnx.load(args.model, load_external_data=True)
+    except Exception as e:  # noqa: BLE001
+        raise SurgeryError(f"cannot load {args.model}: {e}") from None
+    g = model.graph
+    outs = [o.name for o in g.output]
+    if LOGITS not in outs:
+        raise SurgeryError(f"model has no 'logits' output (outputs: {', '.join(outs[:6])}{', ...' if len(outs) > 6 else ''})")
+    if HIDDEN in outs:
+        log(f"'{HIDDEN}' is already an output; copying the model unchanged")
+        if os.path.abspath(args.model) != os.path.abspath(args.out):
+            save(model, args.out, args.external_data)
+        return
+    if any(HIDDEN in n.output for n in g.node):
+        raise SurgeryError(f"a node already produces a tensor named '{HIDDEN}' that is not a graph output")
+
+    src, hidden, head = find_hidden(g)
+    log(f"LM head: {head.op_type} '{head.name}', activation '{src}', hidden size {hidden}")
+    logits_vi = next(o for o in g.output if o.name == LOGITS)
+    dims = list(logits_vi.type.tensor_type.shape.dim)
+    batch = (dims[0].dim_param or "batch_size") if dims else "batch_size"
+    seq = (dims[1].dim_param or "sequence_length") if len(dims) > 1 else "sequence_length"
+    g.node.append(helper.make_node("Identity", [src], [HIDDEN], name="/model/last_hidden_state"))
+    g.output.append(helper.make_tensor_value_info(HIDDEN, TensorProto.FLOAT, [batch, seq, hidden if hidden else "hidden_size"]))
+    save(model, args.out, args.external_data)
+    log("done")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="expose the LM head input as a 'last_hidden_state' output")
+    ap.add_argument("--model", required=True, help="input ONNX model")
+    ap.add_argument("--out", required=True, help="output ONNX model")
+    ap.add_argument("--external-data", action="store_true", help="always save weights as external data")
+    args = ap.parse_args(argv)
+    try:
+        run(args)
+    except SurgeryError as e:
+        print(f"add_hidden_output: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"add_hidden_output: error: missing Python package ({e}); install xtask/py/requirements.txt", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

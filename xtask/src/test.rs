@@ -1,0 +1,58 @@
+//! `cargo xtask test`: the whole suite, as CI runs it.
+
+use std::process::Command;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{setup, sh};
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy (faster local runs; CI runs them).
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments passed to `cargo test` (after `--` goes to the test binaries).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let installed = setup::run(&setup::SetupArgs::default())?;
+    if !args.no_lint {
+        sh::step("cargo fmt --check");
+        sh::run(sh::cargo().args(["fmt", "--all", "--", "--check"]))?;
+        sh::step("cargo clippy -D warnings");
+        sh::run(sh::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    sh::step("building the workspace (gate plugins included)");
+    sh::run(sh::cargo().args(["build", "--workspace", "--quiet"]))?;
+    sh::step("running the tests");
+    sh::run(
+        sh::cargo()
+            .args(["test", "--workspace"])
+            .env("NGSD_TEST_MODEL", &installed.fp32)
+            .env(
+                "NGSD_TEST_MODEL_INT8",
+                installed.int8.as_deref().unwrap_or(&installed.fp32),
+            )
+            .args(&args.cargo_test_args),
+    )?;
+    sh::step("export tooling checks (Python, on the converted model)");
+    sh::run(
+        Command::new(&installed.python)
+            .arg(sh::root().join("xtask/py/test_add_hidden.py"))
+            .arg("--model")
+            .arg(installed.int8.as_deref().unwrap_or(&installed.fp32)),
+    )?;
+    sh::step("all checks passed");
+    Ok(())
+}
