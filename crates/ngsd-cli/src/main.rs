@@ -39,6 +39,19 @@ enum Command {
     /// Inspect model packages.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Gate plugins: the single-neuron gate and its alternatives, loaded from shared libraries.
+    #[command(subcommand)]
+    Gates(GatesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GatesCommand {
+    /// List the gate plugins found, with their ABI version and the inputs each needs.
+    List {
+        /// Also search this folder first (repeatable; config key `gate-dirs`).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +179,9 @@ fn run(cli: Cli) -> Result<()> {
                 raw.model = Some(dir.clone());
             }
             cmd_model_info(&raw, args.verify)
+        }
+        Command::Gates(GatesCommand::List { dirs }) => {
+            cmd_gates_list(&settings::gate_dirs(&dirs, &raw))
         }
     }
 }
@@ -345,5 +361,35 @@ fn cmd_model_info(raw: &RawConfig, verify: bool) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn cmd_gates_list(dirs: &[PathBuf]) -> Result<()> {
+    let found = ngsd_gate_host::list(dirs);
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    if found.is_empty() {
+        anyhow::bail!(
+            "no gate plugins found in: {}; build them with `cargo build --workspace`, or add a folder \
+             with --dir / the `gate-dirs` setting",
+            searched.join(", ")
+        );
+    }
+    println!("{:<10} {:<5} {:<34} description", "gate", "abi", "needs");
+    for entry in found {
+        match entry {
+            Ok(info) => {
+                println!(
+                    "{:<10} {:<5} {:<34} {}",
+                    info.name,
+                    info.abi.to_string(),
+                    info.needs.to_string(),
+                    info.description
+                );
+                println!("{:<10} {:<5} {}", "", "", info.path.display());
+            }
+            Err(err) => println!("(broken)   {err}"),
+        }
+    }
+    println!("\nsearched: {}", searched.join(", "));
     Ok(())
 }

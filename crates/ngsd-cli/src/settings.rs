@@ -10,6 +10,7 @@
 //! - `max-new-tokens` [256], `temperature` [0 = greedy], `top-k` [0 = off], `top-p` [1 = off], `seed` [0]
 //! - `system` [the chat template's default]: system prompt
 //! - `stop` [none]: list of stop strings (env: comma-separated)
+//! - `gate-dirs` [none]: folders searched for gate plugins before the executable's own folder
 //!
 //! Environment: `NGSD_<KEY>` with `_` for `-`, e.g. `NGSD_MAX_NEW_TOKENS=64`.
 
@@ -20,8 +21,22 @@ use serde::Deserialize;
 
 use ngsd_runtime::{GenerateConfig, ModelOptions, Provider, SamplingConfig};
 
-/// Environment variables with the `NGSD_` prefix that are not configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["NGSD_CONFIG", "NGSD_LOG"];
+/// Environment variables with the `NGSD_` prefix that are not configuration keys: the config
+/// file's path, the log filter, and the developer variables of the test and bench suites
+/// (`NGSD_TEST_*`, `NGSD_BENCH_*`, `NGSD_GOLDEN_DIR`, `NGSD_UPDATE_HEADER`). Any other `NGSD_*`
+/// variable must name a key: a typo is an error, not silently ignored.
+fn is_config_var(name: &str) -> bool {
+    const NOT_KEYS: &[&str] = &[
+        "NGSD_CONFIG",
+        "NGSD_LOG",
+        "NGSD_GOLDEN_DIR",
+        "NGSD_UPDATE_HEADER",
+    ];
+    name.starts_with("NGSD_")
+        && !NOT_KEYS.contains(&name)
+        && !name.starts_with("NGSD_TEST_")
+        && !name.starts_with("NGSD_BENCH_")
+}
 
 /// Everything a config file or the environment may set.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -39,6 +54,7 @@ pub struct RawConfig {
     pub seed: Option<u64>,
     pub system: Option<String>,
     pub stop: Option<Vec<String>>,
+    pub gate_dirs: Option<Vec<PathBuf>>,
 }
 
 impl RawConfig {
@@ -63,22 +79,22 @@ impl RawConfig {
                 }
             }
         }
-        let env: config::Map<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("NGSD_") && !NON_CONFIG_VARS.contains(&k.as_str()))
-            .collect();
+        let env: config::Map<String, String> =
+            std::env::vars().filter(|(k, _)| is_config_var(k)).collect();
         builder = builder.add_source(
             config::Environment::with_prefix("NGSD")
                 .source(Some(env))
                 .convert_case(config::Case::Kebab)
                 .try_parsing(true)
                 .list_separator(",")
-                .with_list_parse_key("stop"),
+                .with_list_parse_key("stop")
+                .with_list_parse_key("gate-dirs"),
         );
         let cfg = builder.build().context("reading configuration")?;
         let raw: RawConfig = cfg.try_deserialize().map_err(|e| {
             anyhow::anyhow!(
-                "{e}; valid keys: model, provider, strict-provider, threads, ort-lib, max-new-tokens, \
-                 temperature, top-k, top-p, seed, system, stop"
+                "{e} (from the config file or an NGSD_* environment variable); valid keys: model, provider, strict-provider, threads, ort-lib, max-new-tokens, \
+                 temperature, top-k, top-p, seed, system, stop, gate-dirs"
             )
         })?;
         Ok(raw)
@@ -158,4 +174,12 @@ pub fn default_model_dir() -> Option<PathBuf> {
         .chain(cwd.iter())
         .flat_map(|start| start.ancestors().map(|d| d.join(DEFAULT_MODEL)))
         .find(|p| p.join(ngsd_runtime::MANIFEST_FILE).is_file())
+}
+
+/// Folders searched for gate plugins: flags, then configuration, then the executable's folder.
+pub fn gate_dirs(flags: &[PathBuf], raw: &RawConfig) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = flags.to_vec();
+    dirs.extend(raw.gate_dirs.clone().unwrap_or_default());
+    dirs.extend(ngsd_gate_host::default_dirs());
+    dirs
 }

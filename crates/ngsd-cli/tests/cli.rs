@@ -240,3 +240,41 @@ fn model_info_describes_the_package() {
     }
     assert!(!text.contains("MISMATCH"), "{text}");
 }
+
+#[test]
+fn gates_list_shows_the_built_plugins() {
+    // `cargo test` builds the workspace's cdylibs into target/<profile>/, next to `ngsd`.
+    let out = ngsd(&["gates", "list"], &[]);
+    assert!(
+        out.status.success(),
+        "{}: run `cargo build --workspace`",
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    for (gate, needs) in [
+        ("sigmoid", "hidden"),
+        ("lif", "divergence"),
+        ("ema", "divergence"),
+        ("adam", "divergence"),
+        ("always", "none"),
+        ("never", "none"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{gate} ")))
+            .unwrap_or_else(|| panic!("gate {gate} not listed in:\n{text}"));
+        assert!(line.contains(" 1.0 ") && line.contains(needs), "{line}");
+    }
+}
+
+#[test]
+fn a_misspelt_environment_variable_is_an_error() {
+    let out = ngsd(&["model", "info"], &[("NGSD_MAX_NEW_TOKEN", "5")]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown field `max-new-token`")
+            && err.contains("NGSD_* environment variable"),
+        "{err}"
+    );
+}
