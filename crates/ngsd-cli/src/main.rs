@@ -1,5 +1,6 @@
 //! The `ngsd` command: generate text from ONNX-exported language models and inspect model packages.
 
+mod safety;
 mod settings;
 
 use std::io::Write;
@@ -9,9 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use ngsd_runtime::{
-    ChatTemplate, GenerateConfig, Message, Model, ModelPackage, Tokenizer, generate,
-};
+use ngsd_runtime::{ChatTemplate, GenerateConfig, Model, ModelPackage, Tokenizer};
 use settings::{ModelSettings, RawConfig};
 
 /// Safety-aware decoding for ONNX-exported language models.
@@ -35,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate an answer to a prompt and stream it to stdout.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Inspect model packages.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -126,6 +125,34 @@ struct GenerateArgs {
     /// Print token counts, speed and the finish reason to stderr.
     #[arg(long)]
     stats: bool,
+    /// Gate: a plugin name (`lif`, `sigmoid`, `never`, ... see `ngsd gates list`) or a path to
+    /// a plugin library [default: lif].
+    #[arg(long, value_name = "NAME|PATH")]
+    gate: Option<String>,
+    /// The gate's parameters, `key = value` pairs separated by `;` or newlines
+    /// (e.g. "tau = 8; threshold = 1.0").
+    #[arg(long, value_name = "PARAMS")]
+    gate_config: Option<String>,
+    /// Expert: `prompt` (the base model under a safety system prompt) or `model:DIR` (a separate
+    /// ONNX decoder sharing the base tokenizer) [default: prompt].
+    #[arg(long, value_name = "KIND")]
+    expert: Option<String>,
+    /// Fixed steering strength α in [0, 1] (implies --reflection off).
+    #[arg(long, value_name = "A")]
+    alpha: Option<f32>,
+    /// How α is set: off (fixed --alpha, default 0.9), generative (the base model rates the
+    /// request's risk), probe (a neuron's probability on the prompt) [default: generative].
+    #[arg(long, value_name = "MODE")]
+    reflection: Option<String>,
+    /// Write one JSON line per generated token, then a summary line, to FILE.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Print a one-line summary of what the gate did to stderr.
+    #[arg(long)]
+    explain: bool,
+    /// Folder to search for gate plugins first (repeatable).
+    #[arg(long = "gate-dir", value_name = "DIR")]
+    gate_dirs: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelFlags,
 }
@@ -172,7 +199,7 @@ fn init_logging() {
 fn run(cli: Cli) -> Result<()> {
     let mut raw = RawConfig::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Generate(args) => cmd_generate(args, raw),
+        Command::Generate(args) => cmd_generate(*args, raw),
         Command::Model(ModelCommand::Info(args)) => {
             args.model.apply(&mut raw);
             if let Some(dir) = &args.dir {
@@ -197,60 +224,78 @@ fn load_model(settings: &ModelSettings) -> Result<(Model, Tokenizer, Option<Chat
 
 fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
     args.model.apply(&mut raw);
-    if let Some(v) = args.max_new_tokens {
-        raw.max_new_tokens = Some(v);
+    macro_rules! flag {
+        ($($field:ident),*) => {$(
+            if let Some(v) = &args.$field {
+                raw.$field = Some(v.clone());
+            }
+        )*};
     }
-    if let Some(v) = args.temperature {
-        raw.temperature = Some(v);
-    }
-    if let Some(v) = args.top_p {
-        raw.top_p = Some(v);
-    }
-    if let Some(v) = args.top_k {
-        raw.top_k = Some(v);
-    }
-    if let Some(v) = args.seed {
-        raw.seed = Some(v);
-    }
-    if let Some(v) = &args.system {
-        raw.system = Some(v.clone());
-    }
+    flag!(
+        max_new_tokens,
+        temperature,
+        top_p,
+        top_k,
+        seed,
+        system,
+        gate,
+        gate_config,
+        expert,
+        alpha,
+        reflection
+    );
     if !args.stop.is_empty() {
         raw.stop = Some(args.stop.clone());
     }
     let gen_cfg = GenerateConfig::try_from(&raw)?;
+    let mut safety = safety::SafetySettings::from_raw(&raw, gen_cfg)?;
+    safety.decode.trace = args.trace.is_some();
     let settings = ModelSettings::try_from(&raw)?;
-    let (mut model, tokenizer, template) = load_model(&settings)?;
+    let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
 
-    let prompt_text = match (&template, args.raw) {
-        (Some(t), false) => {
-            let mut messages = Vec::new();
-            if let Some(system) = &raw.system {
-                messages.push(Message::new("system", system));
-            }
-            messages.push(Message::new("user", &args.prompt));
-            t.render(&messages, true)?
-        }
-        (None, false) => {
-            tracing::warn!(
-                "the model package has no chat template; feeding the prompt as raw text"
-            );
-            args.prompt.clone()
-        }
-        (_, true) => args.prompt.clone(),
+    let (model, tokenizer, template) = load_model(&settings)?;
+    if template.is_none() && !args.raw {
+        tracing::warn!("the model package has no chat template; feeding the prompt as raw text");
+    }
+    let mut gate = safety::load_gate(&safety.gate, &safety.gate_params, &dirs, &model)?;
+    let mut reflection = safety::build_reflection(&safety.reflection, &dirs, &model)?;
+    let expert = safety::build_expert(
+        &safety.expert,
+        safety.expert_system.clone(),
+        &model,
+        &tokenizer,
+        &settings.options,
+    )?;
+    let mut models = ngsd_decode::Models {
+        base: model,
+        tokenizer,
+        template,
+        expert,
     };
-    let prompt_ids = tokenizer.encode(&prompt_text)?;
+    let request = ngsd_decode::Request {
+        prompt: args.prompt.clone(),
+        system: raw.system.clone(),
+        raw: args.raw,
+    };
+
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
-    let generation = generate(&mut model, &tokenizer, &prompt_ids, &gen_cfg, |piece| {
-        if write_err.is_none()
-            && let Err(e) = stdout
-                .write_all(piece.as_bytes())
-                .and_then(|()| stdout.flush())
-        {
-            write_err = Some(e);
-        }
-    })?;
+    let output = ngsd_decode::generate(
+        &request,
+        &mut models,
+        gate.as_mut(),
+        &mut reflection,
+        &safety.decode,
+        |piece| {
+            if write_err.is_none()
+                && let Err(e) = stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush())
+            {
+                write_err = Some(e);
+            }
+        },
+    )?;
     if let Some(e) = write_err
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
@@ -259,17 +304,47 @@ fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
     let _ = writeln!(stdout);
     let _ = stdout.flush();
     drop(stdout);
+    if let Some(path) = &args.trace {
+        write_trace(path, &output)
+            .with_context(|| format!("writing the trace to {}", path.display()))?;
+    }
+    if args.explain {
+        eprintln!("[{}]", output.explain());
+    }
     if args.stats {
+        let t = &output.summary.timings;
+        let decode_s = (t.total_ms - t.reflection_ms) / 1e3;
         eprintln!(
-            "[{} prompt tokens, {} generated, prefill {:.0} ms, {:.1} tok/s, finish: {:?}, provider: {}]",
-            generation.prompt_tokens,
-            generation.tokens.len(),
-            generation.prefill_time.as_secs_f64() * 1e3,
-            generation.decode_tokens_per_second(),
-            generation.finish,
-            model.provider(),
+            "[{} prompt tokens, {} generated in {:.2} s ({:.1} tok/s; base {:.0} ms, expert {:.0} ms, gate {:.2} ms, reflection {:.0} ms), finish: {}, provider: {}]",
+            output.prompt_tokens,
+            output.tokens.len(),
+            decode_s,
+            output.tokens.len() as f64 / decode_s.max(1e-9),
+            t.base_ms,
+            t.expert_ms,
+            t.gate_ms,
+            t.reflection_ms,
+            output.summary.finish,
+            models.base.provider(),
         );
     }
+    Ok(())
+}
+
+/// Writes the trace as JSON lines (tokens, then the summary), atomically.
+fn write_trace(path: &std::path::Path, output: &ngsd_decode::Output) -> Result<()> {
+    let mut text = String::new();
+    for line in &output.trace {
+        text.push_str(&serde_json::to_string(line)?);
+        text.push('\n');
+    }
+    text.push_str(&serde_json::to_string(&output.summary)?);
+    text.push('\n');
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
     Ok(())
 }
 

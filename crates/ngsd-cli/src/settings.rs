@@ -11,6 +11,17 @@
 //! - `system` [the chat template's default]: system prompt
 //! - `stop` [none]: list of stop strings (env: comma-separated)
 //! - `gate-dirs` [none]: folders searched for gate plugins before the executable's own folder
+//! - `gate` [`lif`]: gate plugin name (`libgate_<name>.so` in the plugin folders) or path
+//! - `gate-config` [none]: the gate's parameters, `key = value` lines (`;` also separates)
+//! - `expert` [`prompt`]: `prompt` (the base model under a safety system prompt) or `model:DIR`
+//! - `expert-system` [a built-in safety prompt]: the expert's system prompt
+//! - `reflection` [`generative`]: `off` (fixed `alpha`), `generative` (the base model rates the
+//!   request) or `probe` (a neuron's probability on the prompt)
+//! - `alpha` [0.9]: the fixed steering strength when `reflection = off`
+//! - `reflection-budget` [64] tokens, `reflection-timeout-ms` [30000]
+//! - `probe` [`sigmoid`] and `probe-config` [none]: the probe gate and its parameters
+//! - `failure-policy` [`fail-closed`]: on a gate error steer (`fail-closed`) or `abort`
+//! - `divergence` [`tv`]: `tv`, `kl` or `js`; `top-k-merge` [64]; `early-stop` [true]
 //!
 //! Environment: `NGSD_<KEY>` with `_` for `-`, e.g. `NGSD_MAX_NEW_TOKENS=64`.
 
@@ -55,6 +66,20 @@ pub struct RawConfig {
     pub system: Option<String>,
     pub stop: Option<Vec<String>>,
     pub gate_dirs: Option<Vec<PathBuf>>,
+    pub gate: Option<String>,
+    pub gate_config: Option<String>,
+    pub expert: Option<String>,
+    pub expert_system: Option<String>,
+    pub alpha: Option<f32>,
+    pub reflection: Option<String>,
+    pub reflection_budget: Option<usize>,
+    pub reflection_timeout_ms: Option<u64>,
+    pub probe: Option<String>,
+    pub probe_config: Option<String>,
+    pub failure_policy: Option<String>,
+    pub divergence: Option<String>,
+    pub top_k_merge: Option<usize>,
+    pub early_stop: Option<bool>,
 }
 
 impl RawConfig {
@@ -94,7 +119,9 @@ impl RawConfig {
         let raw: RawConfig = cfg.try_deserialize().map_err(|e| {
             anyhow::anyhow!(
                 "{e} (from the config file or an NGSD_* environment variable); valid keys: model, provider, strict-provider, threads, ort-lib, max-new-tokens, \
-                 temperature, top-k, top-p, seed, system, stop, gate-dirs"
+                 temperature, top-k, top-p, seed, system, stop, gate-dirs, gate, gate-config, expert, \
+                 expert-system, alpha, reflection, reflection-budget, reflection-timeout-ms, probe, \
+                 probe-config, failure-policy, divergence, top-k-merge, early-stop"
             )
         })?;
         Ok(raw)

@@ -70,6 +70,37 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// Checks that `other` maps every token to the same id (so token ids can be shared between
+    /// two models); returns a description of the first difference.
+    pub fn check_same_vocabulary(&self, other: &Tokenizer) -> std::result::Result<(), String> {
+        let (a, b) = (self.inner.get_vocab(true), other.inner.get_vocab(true));
+        if a.len() != b.len() {
+            return Err(format!(
+                "vocabulary sizes differ ({} vs {})",
+                a.len(),
+                b.len()
+            ));
+        }
+        let mut tokens: Vec<(&String, &u32)> = a.iter().collect();
+        tokens.sort_by_key(|(_, id)| **id);
+        for (token, id) in tokens {
+            match b.get(token) {
+                Some(other_id) if other_id == id => {}
+                Some(other_id) => {
+                    return Err(format!(
+                        "token {token:?} is id {id} in one and {other_id} in the other"
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "token {token:?} (id {id}) is missing from the other"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Number of entries in the vocabulary, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
