@@ -33,10 +33,10 @@ def log(msg: str) -> None:
 
 
 def model_size(model) -> int:
-    try:
-        return model.ByteSize()
-    except Exception:  # noqa: BLE001 - protobuf refuses sizes > 2 GiB on some builds
-        return sum(len(t.raw_data) for t in model.graph.initializer) + EXTERNAL_DATA_THRESHOLD
+    n = sum(len(t.raw_data) for t in model.graph.initializer)
+    if n >= EXTERNAL_DATA_THRESHOLD:
+        return n
+    return model.ByteSize()
 
 
 def save(model, out: str, force_external: bool) -> None:

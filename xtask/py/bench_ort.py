@@ -2,6 +2,7 @@
 """Greedy-decoding baseline with the onnxruntime Python API (KV cache).
 
     bench_ort.py --model DIR --prompt-ids FILE.json --new-tokens N [--threads 2] [--warmup 1] [--text]
+                 [--mode ortvalue|plain]
 
 DIR is an ngsd model folder (ngsd-model.json; an Optimum-style folder with config.json also
 works). FILE.json is a JSON list of token ids (the prompt, already chat-templated/tokenized).
@@ -15,7 +16,7 @@ What is measured (session load time is excluded and reported separately as load_
     token alone with the present.* of the last step as past_key_values.*, runs the model and
     takes the argmax of the last position. Generation is forced to exactly N tokens (EOS is
     ignored).
-KV tensors stay ORT OrtValues between steps (no numpy round trip); only the last position's
+In the default `ortvalue` mode KV tensors stay ORT OrtValues between steps (no numpy round trip); only the last position's
 logits are converted to numpy. Sessions use intra_op threads = --threads, inter_op threads = 1,
 sequential execution and graph optimization level ALL.
 
@@ -101,6 +102,40 @@ class Runner:
     def _ov(self, arr):
         return self.ort.OrtValue.ortvalue_from_numpy(arr)
 
+    def generate_plain(self, prompt, n_new: int):
+        """The usual loop: ``session.run(None, feeds)`` with numpy arrays; the KV cache comes back
+        as numpy arrays and is fed again as numpy every step. Returns (tokens, prefill_s, decode_s)."""
+        import numpy as np
+
+        io = self.io
+        n_kv, d = self.kv_shape
+        names = [o.name for o in self.sess.get_outputs()]
+        logits_i = names.index(io["logits"])
+        present_i = [(names.index(k), names.index(v)) for k, v in self.present_names]
+        ids = np.asarray([prompt], dtype=np.int64)
+        total = ids.shape[1]
+        past = [(np.zeros((1, n_kv, 0, d), np.float32), np.zeros((1, n_kv, 0, d), np.float32)) for _ in self.past_names]
+        tokens = []
+        t0 = time.perf_counter()
+        t1 = None
+        for step in range(n_new):
+            feeds = {io["input_ids"]: ids, io["attention_mask"]: np.ones((1, total), dtype=np.int64)}
+            if io["position_ids"] in self.input_names:
+                feeds[io["position_ids"]] = np.arange(total - ids.shape[1], total, dtype=np.int64)[None, :]
+            for (k, v), (pk, pv) in zip(self.past_names, past):
+                feeds[k] = pk
+                feeds[v] = pv
+            outs = self.sess.run(None, feeds)
+            tok = int(np.argmax(outs[logits_i][0, -1]))
+            tokens.append(tok)
+            past = [(outs[a], outs[b]) for a, b in present_i]
+            ids = np.array([[tok]], dtype=np.int64)
+            total += 1
+            if step == 0:
+                t1 = time.perf_counter()
+        t2 = time.perf_counter()
+        return tokens, t1 - t0, t2 - t1
+
     def generate(self, prompt, n_new: int):
         """Greedy, forced n_new tokens. Returns (tokens, prefill_s, decode_s)."""
         import numpy as np
@@ -168,6 +203,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations (default 1)")
     ap.add_argument("--text", action="store_true", help="also decode the generated text (adds \"text\")")
+    ap.add_argument(
+        "--mode",
+        choices=["ortvalue", "plain"],
+        default="ortvalue",
+        help="ortvalue: KV cache kept in OrtValues (tuned); plain: session.run with numpy feeds, "
+        "the loop most Python code uses (default ortvalue)",
+    )
     args = ap.parse_args(argv)
     try:
         if args.new_tokens < 1:
@@ -180,9 +222,10 @@ def main(argv=None) -> int:
         prompt = read_prompt_ids(args.prompt_ids)
         layout = load_layout(args.model)
         runner = Runner(layout, args.threads)
+        gen = runner.generate_plain if args.mode == "plain" else runner.generate
         for _ in range(max(0, args.warmup)):
-            runner.generate(prompt, min(2, args.new_tokens))
-        tokens, prefill_s, decode_s = runner.generate(prompt, args.new_tokens)
+            gen(prompt, min(2, args.new_tokens))
+        tokens, prefill_s, decode_s = gen(prompt, args.new_tokens)
         res = {
             "prefill_ms": round(prefill_s * 1e3, 3),
             "decode_tok_s": round((args.new_tokens - 1) / decode_s, 3) if args.new_tokens > 1 and decode_s > 0 else None,
@@ -190,6 +233,7 @@ def main(argv=None) -> int:
             "tokens": tokens,
             "ort_version": ort.__version__,
             "runtime": "onnxruntime-python",
+            "mode": args.mode,
             "prompt_tokens": len(prompt),
             "threads": args.threads,
             "load_ms": round(runner.load_ms, 1),

@@ -37,6 +37,10 @@ SUPPORTED_ARCHS = ("llama", "qwen2")
 # GGUF token_type values (llama.cpp's llama_token_type)
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 
+# Control tokens that end a generation (the names llama.cpp also treats as end-of-generation).
+EOG_TOKEN_NAMES = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|end|>",
+                   "<end_of_turn>", "<end_of_utterance>", "<EOT>")
+
 # Qwen2 pre-tokenizer regex (same as upstream Qwen2 tokenizer.json); fancy-regex compatible.
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -95,6 +99,13 @@ def staging_dir_for(out_dir: str) -> str:
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
+    # remove leftovers of killed runs (their pid is gone)
+    prefix = f".{os.path.basename(out_dir)}."
+    for entry in os.listdir(parent):
+        if entry.startswith(prefix) and (".staging-" in entry or ".old-" in entry):
+            pid = entry.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
     staging = os.path.join(parent, f".{os.path.basename(out_dir)}.staging-{os.getpid()}")
     if os.path.exists(staging):
         shutil.rmtree(staging)
@@ -126,13 +137,21 @@ def tool_versions(names) -> dict:
     return out
 
 
+def proto_size(model) -> int:
+    """Serialized size estimate that also works past protobuf's 2 GiB limit."""
+    n = sum(len(t.raw_data) for t in model.graph.initializer)
+    if n >= EXTERNAL_DATA_THRESHOLD:
+        return n
+    return model.ByteSize()
+
+
 def save_onnx(model, path: str) -> list[str]:
     """Save `model` atomically; external data (one file) when the model is too big for protobuf.
 
     Returns the list of file names written (model.onnx [+ model.onnx.data])."""
     import onnx
 
-    size = model.ByteSize()
+    size = proto_size(model)
     folder = os.path.dirname(path)
     name = os.path.basename(path)
     log(f"writing {name} ({size / 2**20:.0f} MiB)")
@@ -489,7 +508,7 @@ def build_model(g: Gguf, hp: HParams):
     )
     model.ir_version = IR_VERSION
     log(f"graph: {len(b.nodes)} nodes, {len(b.initializers)} initializers")
-    if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+    if proto_size(model) < EXTERNAL_DATA_THRESHOLD:
         onnx.checker.check_model(model)
     return model
 
@@ -565,6 +584,10 @@ def convert(args) -> None:
     t0 = time.time()
     if not os.path.isfile(args.gguf):
         raise ConvertError(f"GGUF file not found: {args.gguf}")
+    if args.source_sha256:
+        h = args.source_sha256.lower()
+        if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+            raise ConvertError(f"--source-sha256 is not a sha256 hex digest: {args.source_sha256}")
     log(f"reading {args.gguf}")
     g = Gguf(args.gguf)
     hp = HParams(g)
@@ -574,8 +597,6 @@ def convert(args) -> None:
     )
     if args.source_sha256:
         src_sha = args.source_sha256.lower()
-        if len(src_sha) != 64 or any(c not in "0123456789abcdef" for c in src_sha):
-            raise ConvertError(f"--source-sha256 is not a sha256 hex digest: {args.source_sha256}")
     else:
         log("hashing source")
         src_sha = sha256_file(args.gguf)
@@ -606,6 +627,9 @@ def convert(args) -> None:
             extra = g.get(key)
             if extra is not None and int(extra) not in eos_ids:
                 eos_ids.append(int(extra))
+        for i, (t, ty) in enumerate(zip(tokens, types)):
+            if ty == TOKEN_CONTROL and t in EOG_TOKEN_NAMES and i not in eos_ids:
+                eos_ids.append(i)
         pad_id = g.get("tokenizer.ggml.padding_token_id")
         unk_id = g.get("tokenizer.ggml.unknown_token_id")
         add_bos = bool(g.get("tokenizer.ggml.add_bos_token", False))

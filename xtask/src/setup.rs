@@ -24,6 +24,8 @@ const ORT_SO: &str = "libonnxruntime.so.1.31.1";
 const ORT_SO_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 /// Must equal `converter_version` written by xtask/py/gguf2onnx.py; bump both to force reconversion.
 const CONVERTER_VERSION: u64 = 1;
+/// The int8 variant's quantization method, as quantize_int8.py records it.
+const INT8_METHOD: &str = "onnxruntime.quantization.MatMulNBitsQuantizer";
 /// The default model's pin file.
 pub const DEFAULT_MODEL_PIN: &str = "models/smollm2-135m-instruct.toml";
 
@@ -365,13 +367,14 @@ fn ensure_int8(python: &Path, fp32: &Path, out: &Path, force: bool) -> Result<()
         fp32_onnx.is_some()
             && m["provenance"]["quantization"]["source_onnx_sha256"].as_str()
                 == fp32_onnx.as_deref()
+            && m["provenance"]["quantization"]["method"] == INT8_METHOD
             && out.join("model.onnx").is_file()
     });
     if current && !force {
         sh::step("int8 ONNX package: current");
         return Ok(());
     }
-    sh::step("quantizing to int8 (per-channel weights, about 30-60 s)");
+    sh::step("quantizing to int8 (8-bit blockwise weights, int8 compute; about 15-30 s)");
     let script = sh::root().join("xtask/py/quantize_int8.py");
     sh::run(
         Command::new(python)

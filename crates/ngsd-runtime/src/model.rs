@@ -25,7 +25,8 @@ pub struct ModelOptions {
     pub provider: Provider,
     /// Fail instead of falling back to CPU when the provider cannot be registered.
     pub strict_provider: bool,
-    /// ONNX Runtime intra-op threads; 0 means one per available core.
+    /// ONNX Runtime intra-op threads; 0 means one per available core. The pool is shared by all
+    /// sessions of the process and sized by the first model loaded.
     pub intra_threads: usize,
     /// Explicit path of libonnxruntime.so (otherwise searched, see [`crate::ortlib`]).
     pub ort_library: Option<PathBuf>,
@@ -164,7 +165,7 @@ fn layer_pattern(pattern: &str, i: usize) -> String {
 impl Model {
     /// Loads the package's ONNX decoder into a session.
     pub fn load(package: ModelPackage, options: &ModelOptions) -> Result<Self> {
-        let runtime = ortlib::ensure_loaded(options.ort_library.as_deref())?;
+        let runtime = ortlib::ensure_loaded(options.ort_library.as_deref(), options.intra_threads)?;
         let onnx = package.onnx_path();
         if !onnx.is_file() {
             return Err(Error::NotFound {
@@ -173,11 +174,6 @@ impl Model {
                 hint: "; re-run `cargo xtask setup`".into(),
             });
         }
-        let threads = if options.intra_threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            options.intra_threads
-        };
         let load_err = |e: &dyn std::fmt::Display| Error::OnnxLoad {
             path: onnx.clone(),
             reason: e.to_string(),
@@ -185,10 +181,6 @@ impl Model {
         let mut builder = Session::builder(&runtime.env)
             .map_err(|e| load_err(&e))?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| load_err(&e))?
-            .with_intra_threads(threads)
-            .map_err(|e| load_err(&e))?
-            .with_inter_threads(1)
             .map_err(|e| load_err(&e))?;
         let mut provider = options.provider;
         let mut provider_note = None;

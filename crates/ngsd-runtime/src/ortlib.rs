@@ -68,11 +68,14 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
     None
 }
 
-/// Loads ONNX Runtime once per process.
+/// Loads ONNX Runtime once per process, with one intra-op thread pool of `threads` threads
+/// (0 = one per core) shared by every session of the process.
 ///
-/// Later calls return the first outcome (the library cannot be swapped inside a process).
-pub fn ensure_loaded(explicit: Option<&Path>) -> Result<OrtRuntime> {
-    let outcome = LOADED.get_or_init(|| load(explicit));
+/// Sharing matters: a base model and a separate expert model alternate step by step, and with a
+/// pool each their idle threads would spin against the busy ones on a small machine.
+/// Later calls return the first outcome (the library and the pool are fixed for the process).
+pub fn ensure_loaded(explicit: Option<&Path>, threads: usize) -> Result<OrtRuntime> {
+    let outcome = LOADED.get_or_init(|| load(explicit, threads));
     match outcome {
         Ok(rt) => Ok(rt.clone()),
         Err(reason) => Err(Error::OrtLibrary {
@@ -82,7 +85,7 @@ pub fn ensure_loaded(explicit: Option<&Path>) -> Result<OrtRuntime> {
     }
 }
 
-fn load(explicit: Option<&Path>) -> std::result::Result<OrtRuntime, String> {
+fn load(explicit: Option<&Path>, threads: usize) -> std::result::Result<OrtRuntime, String> {
     let path = locate(explicit).ok_or_else(|| {
         format!("no {LIBRARY_FILE} found (looked at NGSD_ORT_LIB, ORT_DYLIB_PATH, beside the executable and in .ort/lib)")
     })?;
@@ -98,9 +101,22 @@ fn load(explicit: Option<&Path>) -> std::result::Result<OrtRuntime, String> {
         }
         other => other.to_string(),
     })?;
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let pool = ort::environment::GlobalThreadPoolOptions::default()
+        .with_intra_threads(threads)
+        .and_then(|p| p.with_inter_threads(1))
+        .map_err(|e| format!("configuring the thread pool failed: {e}"))?;
     let env = builder
         .with_name("ngsd")
+        .with_global_thread_pool(pool)
         .build()
         .map_err(|e| format!("creating the ONNX Runtime environment failed: {e}"))?;
+    // ort forwards ONNX Runtime's log to `tracing` at verbose level; building verbose lines on
+    // the hot path costs time, and warnings are what a user needs.
+    env.set_log_level(ort::logging::LogLevel::Warning);
     Ok(OrtRuntime { path, env })
 }
