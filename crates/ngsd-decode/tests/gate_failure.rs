@@ -1,0 +1,149 @@
+//! A gate that fails in the middle of a generation: the failure policy decides (fail closed =
+//! steer and record, or abort), and the failure is never silently ignored.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::path::PathBuf;
+
+use ngsd_decode::{DecodeConfig, Expert, Models, PromptExpert, Reflection, Request, generate};
+use ngsd_gate::{FailurePolicy, Gate};
+use ngsd_runtime::{ChatTemplate, GenerateConfig, Model, ModelOptions, ModelPackage, Tokenizer};
+
+fn models() -> Models {
+    let dir = std::env::var_os("NGSD_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.cache/models/smollm2-135m-instruct/fp32")
+        });
+    assert!(
+        dir.join("ngsd-model.json").is_file(),
+        "run `cargo xtask setup`"
+    );
+    let package = ModelPackage::open(&dir).unwrap();
+    let tokenizer = Tokenizer::from_package(&package).unwrap();
+    let template = ChatTemplate::from_package(&package).unwrap();
+    let base = Model::load(
+        package,
+        &ModelOptions {
+            intra_threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let expert: Box<dyn Expert> = Box::new(PromptExpert::new(&base, None).unwrap());
+    Models {
+        base,
+        tokenizer,
+        template,
+        expert,
+    }
+}
+
+/// The misbehaving fixture plugin (built as a dev-dependency), loaded from disk.
+fn misbehave(mode: &str) -> Box<dyn Gate> {
+    let file = format!(
+        "{}fixture_misbehave{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let path = ngsd_gate_host::default_dirs()
+        .into_iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{file} is not built: run `cargo build --workspace`"));
+    let plugin = ngsd_gate_host::Plugin::open(&path).unwrap();
+    Box::new(plugin.create(&format!("mode = {mode}")).unwrap())
+}
+
+fn config(policy: FailurePolicy) -> DecodeConfig {
+    DecodeConfig {
+        generate: GenerateConfig {
+            max_new_tokens: 3,
+            ..Default::default()
+        },
+        failure_policy: policy,
+        trace: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn fail_closed_steers_and_records_every_failure() {
+    let mut m = models();
+    let req = Request {
+        prompt: "Hello".into(),
+        ..Default::default()
+    };
+    for mode in ["nan", "above", "error", "panic"] {
+        let mut gate = misbehave(mode);
+        let out = generate(
+            &req,
+            &mut m,
+            gate.as_mut(),
+            &mut Reflection::Fixed(0.9),
+            &config(FailurePolicy::FailClosed),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(out.summary.gate_errors, out.tokens.len(), "{mode}");
+        assert_eq!(
+            out.summary.steered_tokens,
+            out.tokens.len(),
+            "{mode}: failing closed steers"
+        );
+        assert!(
+            out.trace
+                .iter()
+                .all(|l| l.gate_error.is_some() && l.steered),
+            "{mode}"
+        );
+        assert!(
+            out.explain().contains("gate errors (failed closed)"),
+            "{}",
+            out.explain()
+        );
+    }
+}
+
+#[test]
+fn abort_ends_the_request_with_the_gate_error() {
+    let mut m = models();
+    let req = Request {
+        prompt: "Hello".into(),
+        ..Default::default()
+    };
+    let check = |m: &mut Models, mode: &str, expected: &str| {
+        let mut gate = misbehave(mode);
+        let err = generate(
+            &req,
+            m,
+            gate.as_mut(),
+            &mut Reflection::Fixed(0.9),
+            &config(FailurePolicy::Abort),
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(expected), "{mode}: {err}");
+    };
+    check(
+        &mut m,
+        "nan",
+        "gate `misbehave` returned steering strength NaN, expected a number in [0, 1]",
+    );
+    check(
+        &mut m,
+        "below",
+        "gate `misbehave` returned steering strength -0.25, expected a number in [0, 1]",
+    );
+    check(&mut m, "error", "fixture fails on purpose");
+    check(
+        &mut m,
+        "panic",
+        "gate `misbehave` panicked: fixture panics in decide",
+    );
+}
