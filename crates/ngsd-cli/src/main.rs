@@ -22,8 +22,9 @@ use settings::{ModelSettings, RawConfig};
 #[derive(Debug, Parser)]
 #[command(name = "ngsd", version, propagate_version = true)]
 struct Cli {
-    /// TOML configuration file (keys: model, provider, strict-provider, threads, ort-lib,
-    /// max-new-tokens, temperature, top-k, top-p, seed, system, stop).
+    /// TOML configuration file: kebab-case keys named like the flags (model, provider, gate,
+    /// expert, reflection, alpha, max-new-tokens, ...; all listed in README.md). Unknown keys
+    /// are an error.
     #[arg(long, global = true, env = "NGSD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
