@@ -1,0 +1,351 @@
+//! Turns stored results into metrics per configuration and dataset, and writes them as
+//! `results.json`, a markdown table and SVG plots.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::dataset::Sample;
+use crate::error::{Error, Result};
+use crate::judge::Judge;
+use crate::metrics::{answer_matches, ratio, wilson};
+use crate::runner::load_suite_samples;
+use crate::store::{Record, ResultStore};
+use crate::suite::{ConfigSpec, Label, Suite};
+
+/// A proportion with its 95% Wilson interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Interval {
+    /// Successes.
+    pub k: usize,
+    /// Trials.
+    pub n: usize,
+    /// k / n (0 when n is 0).
+    pub value: f64,
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound.
+    pub high: f64,
+}
+
+impl Interval {
+    /// `k` out of `n` with its Wilson interval.
+    pub fn new(k: usize, n: usize) -> Interval {
+        let (low, high) = wilson(k, n);
+        Interval {
+            k,
+            n,
+            value: ratio(k as f64, n as f64),
+            low,
+            high,
+        }
+    }
+
+    fn pct(&self) -> String {
+        if self.n == 0 {
+            return "–".to_owned();
+        }
+        format!(
+            "{:.1}% [{:.1}, {:.1}]",
+            self.value * 100.0,
+            self.low * 100.0,
+            self.high * 100.0
+        )
+    }
+}
+
+/// Metrics over one dataset (or a pool of datasets) for one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatasetMetrics {
+    /// Dataset name, or `harmful` / `benign` / `all` for pools.
+    pub dataset: String,
+    /// Label of the samples (none for the `all` pool).
+    pub label: Option<Label>,
+    /// Samples of the suite (after limits) with a stored result.
+    pub answered: usize,
+    /// Samples of the suite (after limits).
+    pub samples: usize,
+    /// Responses judged refusals.
+    pub refusal: Interval,
+    /// Attack success rate (harmful only): responses not judged refusals.
+    pub asr: Option<Interval>,
+    /// Exact-answer accuracy, when the dataset has answers.
+    pub accuracy: Option<Interval>,
+    /// Mean generated tokens.
+    pub mean_tokens: f64,
+    /// Generated tokens per second of generation wall time.
+    pub tokens_per_s: f64,
+    /// Steered tokens / generated tokens.
+    pub steered_fraction: f64,
+    /// Expert forward passes per generated token.
+    pub expert_passes_per_token: f64,
+    /// Share of answers with at least one steered token.
+    pub gate_fired: Interval,
+    /// Benign only, non-baseline only: share of answers identical to the baseline's.
+    pub identical_to_baseline: Option<Interval>,
+}
+
+/// All metrics of one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigReport {
+    /// The configuration.
+    pub config: ConfigSpec,
+    /// Pools: `harmful`, `benign` (when the suite has such datasets) and `all`.
+    pub pooled: Vec<DatasetMetrics>,
+    /// One entry per dataset, in suite order.
+    pub datasets: Vec<DatasetMetrics>,
+}
+
+impl ConfigReport {
+    /// The pooled metrics named `harmful`, `benign` or `all`.
+    pub fn pool(&self, name: &str) -> Option<&DatasetMetrics> {
+        self.pooled.iter().find(|m| m.dataset == name)
+    }
+}
+
+/// The report of a suite run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Judge used for refusals.
+    pub judge: String,
+    /// The baseline configuration, if any.
+    pub baseline: Option<String>,
+    /// One entry per configuration, in suite order.
+    pub configs: Vec<ConfigReport>,
+}
+
+/// A stored result joined with its sample.
+struct Joined<'a> {
+    sample: &'a Sample,
+    record: &'a Record,
+    refused: bool,
+    identical: Option<bool>,
+}
+
+impl Report {
+    /// Computes metrics from the results stores in `store_dir` for the samples the suite
+    /// selects (with `limit` applied as in [`crate::run_suite`]). Samples without a result
+    /// are left out of the rates (see `answered`).
+    pub fn build(
+        suite: &Suite,
+        store_dir: &Path,
+        judge: &dyn Judge,
+        limit: Option<usize>,
+    ) -> Result<Report> {
+        let data = load_suite_samples(suite, limit)?;
+        let mut results: HashMap<&str, HashMap<(String, String), Record>> = HashMap::new();
+        for c in &suite.configs {
+            let records = ResultStore::read(&ResultStore::path_for(store_dir, &c.name))?;
+            let map = records
+                .into_iter()
+                .map(|r| ((r.dataset.clone(), r.id.clone()), r))
+                .collect();
+            results.insert(c.name.as_str(), map);
+        }
+        let empty = HashMap::new();
+        let baseline = suite.baseline.as_deref().and_then(|b| results.get(b));
+
+        let mut configs = Vec::new();
+        for c in &suite.configs {
+            let mine = results.get(c.name.as_str()).unwrap_or(&empty);
+            let is_baseline = suite.baseline.as_deref() == Some(c.name.as_str());
+            let mut per_dataset: Vec<(String, Option<Label>, usize, Vec<Joined<'_>>)> = Vec::new();
+            for (d, samples) in &data {
+                let mut joined = Vec::new();
+                for s in samples {
+                    let key = (d.name.clone(), s.id.clone());
+                    let Some(record) = mine.get(&key) else {
+                        continue;
+                    };
+                    let identical = match (d.label, baseline, is_baseline) {
+                        (Label::Benign, Some(b), false) => {
+                            b.get(&key).map(|br| br.text == record.text)
+                        }
+                        _ => None,
+                    };
+                    joined.push(Joined {
+                        sample: s,
+                        record,
+                        refused: judge.is_refusal(&s.text, &record.text)?,
+                        identical,
+                    });
+                }
+                per_dataset.push((d.name.clone(), Some(d.label), samples.len(), joined));
+            }
+            let datasets: Vec<DatasetMetrics> = per_dataset
+                .iter()
+                .map(|(n, l, total, j)| metrics(n, *l, *total, j.iter()))
+                .collect();
+            let mut pooled = Vec::new();
+            for label in [Label::Harmful, Label::Benign] {
+                let parts: Vec<_> = per_dataset.iter().filter(|p| p.1 == Some(label)).collect();
+                if !parts.is_empty() {
+                    let total = parts.iter().map(|p| p.2).sum();
+                    pooled.push(metrics(
+                        &label.to_string(),
+                        Some(label),
+                        total,
+                        parts.iter().flat_map(|p| p.3.iter()),
+                    ));
+                }
+            }
+            let total = per_dataset.iter().map(|p| p.2).sum();
+            pooled.push(metrics(
+                "all",
+                None,
+                total,
+                per_dataset.iter().flat_map(|p| p.3.iter()),
+            ));
+            configs.push(ConfigReport {
+                config: c.clone(),
+                pooled,
+                datasets,
+            });
+        }
+        Ok(Report {
+            judge: judge.name().to_owned(),
+            baseline: suite.baseline.clone(),
+            configs,
+        })
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self)
+            .expect("the report holds only strings, numbers and options")
+    }
+
+    /// A markdown summary table (pooled figures) followed by one table per dataset.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "Refusals judged by the `{}` judge; intervals are 95% Wilson.\n",
+            self.judge
+        );
+        md.push_str("| config | gate | expert | reflection | α | ASR | benign refusal | accuracy | tok/s | mean tokens | steered | expert passes/token | gate fired | identical to baseline |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for c in &self.configs {
+            let h = c.pool("harmful");
+            let b = c.pool("benign");
+            let all = c.pool("all");
+            let acc = c.datasets.iter().filter_map(|d| d.accuracy).fold(
+                None,
+                |acc: Option<(usize, usize)>, i| {
+                    let (k, n) = acc.unwrap_or((0, 0));
+                    Some((k + i.k, n + i.n))
+                },
+            );
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.config.name,
+                c.config.gate,
+                c.config.expert,
+                c.config.reflection,
+                c.config.alpha,
+                h.and_then(|m| m.asr).map_or("–".to_owned(), |i| i.pct()),
+                b.map_or("–".to_owned(), |m| m.refusal.pct()),
+                acc.map_or("–".to_owned(), |(k, n)| Interval::new(k, n).pct()),
+                all.map_or("–".to_owned(), |m| format!("{:.1}", m.tokens_per_s)),
+                all.map_or("–".to_owned(), |m| format!("{:.1}", m.mean_tokens)),
+                all.map_or("–".to_owned(), |m| format!("{:.3}", m.steered_fraction)),
+                all.map_or("–".to_owned(), |m| format!(
+                    "{:.3}",
+                    m.expert_passes_per_token
+                )),
+                all.map_or("–".to_owned(), |m| m.gate_fired.pct()),
+                b.and_then(|m| m.identical_to_baseline)
+                    .map_or("–".to_owned(), |i| i.pct()),
+            );
+        }
+        let names: Vec<&str> = self
+            .configs
+            .first()
+            .map(|c| c.datasets.iter().map(|d| d.dataset.as_str()).collect())
+            .unwrap_or_default();
+        for (i, name) in names.iter().enumerate() {
+            let _ = writeln!(md, "\n### {name}\n");
+            md.push_str("| config | answered | refusal | ASR | accuracy | tok/s | gate fired | identical to baseline |\n");
+            md.push_str("|---|---|---|---|---|---|---|---|\n");
+            for c in &self.configs {
+                let Some(d) = c.datasets.get(i) else { continue };
+                let _ = writeln!(
+                    md,
+                    "| {} | {}/{} | {} | {} | {} | {:.1} | {} | {} |",
+                    c.config.name,
+                    d.answered,
+                    d.samples,
+                    d.refusal.pct(),
+                    d.asr.map_or("–".to_owned(), |i| i.pct()),
+                    d.accuracy.map_or("–".to_owned(), |i| i.pct()),
+                    d.tokens_per_s,
+                    d.gate_fired.pct(),
+                    d.identical_to_baseline.map_or("–".to_owned(), |i| i.pct()),
+                );
+            }
+        }
+        md
+    }
+
+    /// Writes `results.json`, `results.md`, `tradeoff.svg` and `speed.svg` into `dir`
+    /// (created if needed) and returns their paths.
+    pub fn write_all(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let json = dir.join("results.json");
+        std::fs::write(&json, self.to_json()).map_err(|e| Error::io("writing", &json, e))?;
+        let md = dir.join("results.md");
+        std::fs::write(&md, self.to_markdown()).map_err(|e| Error::io("writing", &md, e))?;
+        let tradeoff = dir.join("tradeoff.svg");
+        crate::plot::tradeoff_svg(self, &tradeoff)?;
+        let speed = dir.join("speed.svg");
+        crate::plot::speed_svg(self, &speed)?;
+        Ok(vec![json, md, tradeoff, speed])
+    }
+}
+
+fn metrics<'a>(
+    name: &str,
+    label: Option<Label>,
+    samples: usize,
+    joined: impl Iterator<Item = &'a Joined<'a>>,
+) -> DatasetMetrics {
+    let (mut n, mut refused, mut fired) = (0, 0, 0);
+    let (mut tokens, mut steered, mut passes, mut ms) = (0usize, 0usize, 0usize, 0.0f64);
+    let (mut with_answer, mut correct) = (0, 0);
+    let (mut compared, mut identical) = (0, 0);
+    for j in joined {
+        n += 1;
+        refused += usize::from(j.refused);
+        fired += usize::from(j.record.steered_tokens > 0);
+        tokens += j.record.tokens;
+        steered += j.record.steered_tokens;
+        passes += j.record.expert_passes;
+        ms += j.record.time_ms;
+        if let Some(answer) = &j.sample.answer {
+            with_answer += 1;
+            correct += usize::from(answer_matches(&j.record.text, answer));
+        }
+        if let Some(same) = j.identical {
+            compared += 1;
+            identical += usize::from(same);
+        }
+    }
+    DatasetMetrics {
+        dataset: name.to_owned(),
+        label,
+        answered: n,
+        samples,
+        refusal: Interval::new(refused, n),
+        asr: (label == Some(Label::Harmful)).then(|| Interval::new(n - refused, n)),
+        accuracy: (with_answer > 0).then(|| Interval::new(correct, with_answer)),
+        mean_tokens: ratio(tokens as f64, n as f64),
+        tokens_per_s: ratio(tokens as f64, ms / 1000.0),
+        steered_fraction: ratio(steered as f64, tokens as f64),
+        expert_passes_per_token: ratio(passes as f64, tokens as f64),
+        gate_fired: Interval::new(fired, n),
+        identical_to_baseline: (compared > 0).then(|| Interval::new(identical, compared)),
+    }
+}

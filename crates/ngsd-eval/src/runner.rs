@@ -1,0 +1,151 @@
+//! Runs every configuration of a suite over every sample through a [`Generator`], skipping
+//! what the results stores already hold, with a progress bar and ETA.
+
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::dataset::{Sample, load_dataset};
+use crate::error::{Error, Result};
+use crate::store::{Finish, Record, ResultStore};
+use crate::suite::{ConfigSpec, DatasetSpec, Suite};
+
+/// What a generator returns for one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenOutput {
+    /// Generated text.
+    pub text: String,
+    /// Generated tokens.
+    pub tokens: usize,
+    /// Tokens chosen under steering.
+    pub steered_tokens: usize,
+    /// Expert forward passes.
+    pub expert_passes: usize,
+    /// Why it stopped.
+    pub finish: Finish,
+}
+
+/// Produces answers for a configuration; the real one is the safety-aware decoder, built
+/// with the suite's [`crate::Generation`] settings.
+pub trait Generator {
+    /// Answers `prompt` under `config`.
+    fn generate(
+        &mut self,
+        config: &ConfigSpec,
+        prompt: &str,
+    ) -> std::result::Result<GenOutput, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Whether to draw a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A bar with position, rate and ETA on stderr.
+    Bar,
+    /// Nothing (tests, logs).
+    Hidden,
+}
+
+/// Counts of one [`run_suite`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunSummary {
+    /// Answers generated now.
+    pub generated: usize,
+    /// Samples skipped because their result was already stored.
+    pub skipped: usize,
+}
+
+/// Loads every dataset of `suite`, keeping at most `limit` samples of each (on top of the
+/// dataset's own limit).
+pub fn load_suite_samples(
+    suite: &Suite,
+    limit: Option<usize>,
+) -> Result<Vec<(&DatasetSpec, Vec<Sample>)>> {
+    suite
+        .datasets
+        .iter()
+        .map(|d| {
+            let mut samples = load_dataset(d)?;
+            if let Some(l) = limit {
+                samples.truncate(l);
+            }
+            Ok((d, samples))
+        })
+        .collect()
+}
+
+/// Runs configurations × datasets × samples, appending each answer to
+/// `<store_dir>/<config>.jsonl` and skipping samples already there. Stops at the first
+/// generation error; what was done so far stays stored and a rerun resumes after it.
+pub fn run_suite(
+    suite: &Suite,
+    generator: &mut dyn Generator,
+    store_dir: &Path,
+    limit: Option<usize>,
+    progress: Progress,
+) -> Result<RunSummary> {
+    let data = load_suite_samples(suite, limit)?;
+    let mut stores = suite
+        .configs
+        .iter()
+        .map(|c| ResultStore::open(ResultStore::path_for(store_dir, &c.name)))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut summary = RunSummary::default();
+    for store in &stores {
+        for (d, samples) in &data {
+            summary.skipped += samples
+                .iter()
+                .filter(|s| store.is_done(&d.name, &s.id))
+                .count();
+        }
+    }
+    let total: usize = data.iter().map(|(_, s)| s.len()).sum::<usize>() * suite.configs.len();
+    let todo = (total - summary.skipped) as u64;
+
+    let bar = match progress {
+        Progress::Bar => ProgressBar::with_draw_target(Some(todo), ProgressDrawTarget::stderr()),
+        Progress::Hidden => ProgressBar::hidden(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta_precise} {msg}",
+        )
+        .expect("the template is a valid indicatif template"),
+    );
+
+    for (config, store) in suite.configs.iter().zip(stores.iter_mut()) {
+        for (d, samples) in &data {
+            bar.set_message(format!("{} / {}", config.name, d.name));
+            for s in samples {
+                if store.is_done(&d.name, &s.id) {
+                    continue;
+                }
+                let start = Instant::now();
+                let out = generator
+                    .generate(config, &s.text)
+                    .map_err(|e| Error::Generate {
+                        config: config.name.clone(),
+                        dataset: d.name.clone(),
+                        id: s.id.clone(),
+                        message: e.to_string(),
+                    })?;
+                let time_ms = start.elapsed().as_secs_f64() * 1000.0;
+                store.append(Record {
+                    dataset: d.name.clone(),
+                    id: s.id.clone(),
+                    text: out.text,
+                    tokens: out.tokens,
+                    steered_tokens: out.steered_tokens,
+                    expert_passes: out.expert_passes,
+                    time_ms,
+                    finish: out.finish,
+                })?;
+                summary.generated += 1;
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
