@@ -1,5 +1,6 @@
 //! `cargo xtask`: project automation (setup, demo, test, export, benchmarks), in plain Rust.
 
+mod ablation;
 mod bench;
 mod demo;
 mod setup;
@@ -36,6 +37,9 @@ enum Command {
     /// Side-by-side decode speed: ngsd (Rust) against a plain Python onnxruntime loop on the same
     /// ONNX file and prompt ids, fp32 and int8; optionally llama.cpp on the source GGUF.
     BenchCompare(bench::BenchArgs),
+    /// Run the committed dev-split ablation suite through `ngsd eval` and regenerate the ablation
+    /// section of docs/RESULTS.md (table, trade-off and speed plots).
+    Ablation(ablation::AblationArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::ExportHidden(args) => setup::export_hidden(&args),
         Command::BenchCompare(args) => bench::run(&args),
+        Command::Ablation(args) => ablation::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

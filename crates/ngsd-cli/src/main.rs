@@ -1,5 +1,6 @@
 //! The `ngsd` command: generate text from ONNX-exported language models and inspect model packages.
 
+mod eval;
 mod safety;
 mod settings;
 
@@ -42,6 +43,27 @@ enum Command {
     /// Gate plugins: the single-neuron gate and its alternatives, loaded from shared libraries.
     #[command(subcommand)]
     Gates(GatesCommand),
+    /// Run an evaluation suite (datasets × configurations), resumable, and write results.json,
+    /// results.md and the trade-off and speed plots.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// The suite file (TOML: datasets and configurations).
+    #[arg(long, value_name = "FILE")]
+    suite: PathBuf,
+    /// Output folder; answers go to OUT/runs/<config>.jsonl and a rerun skips those already there.
+    #[arg(long, value_name = "DIR", default_value = "eval-out")]
+    out: PathBuf,
+    /// At most N samples per dataset.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Folder to search for gate plugins first (repeatable).
+    #[arg(long = "gate-dir", value_name = "DIR")]
+    gate_dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    model: ModelFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,10 +233,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Gates(GatesCommand::List { dirs }) => {
             cmd_gates_list(&settings::gate_dirs(&dirs, &raw))
         }
+        Command::Eval(args) => {
+            args.model.apply(&mut raw);
+            let settings = ModelSettings::try_from(&raw)?;
+            let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
+            eval::run(&args.suite, &args.out, args.limit, &settings, dirs)
+        }
     }
 }
 
-fn load_model(settings: &ModelSettings) -> Result<(Model, Tokenizer, Option<ChatTemplate>)> {
+pub(crate) fn load_model(
+    settings: &ModelSettings,
+) -> Result<(Model, Tokenizer, Option<ChatTemplate>)> {
     let package = ModelPackage::open(&settings.dir)?;
     let tokenizer = Tokenizer::from_package(&package)?;
     let template = ChatTemplate::from_package(&package)?;

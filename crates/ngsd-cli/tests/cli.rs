@@ -360,3 +360,86 @@ fn trace_and_explain_show_the_gate_at_work() {
         assert_eq!(v["steered"], true);
     }
 }
+
+#[test]
+fn eval_runs_a_suite_resumes_and_writes_reports() {
+    let model = model_dir();
+    let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-suite.toml");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap();
+    let args = [
+        "eval",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--out",
+        out,
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    let first = ngsd(&args, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("generated 8 answers (0 already stored, skipped)"),
+        "{}",
+        stderr(&first)
+    );
+    for f in [
+        "results.json",
+        "results.md",
+        "tradeoff.svg",
+        "speed.svg",
+        "runs/none.jsonl",
+        "runs/always.jsonl",
+    ] {
+        assert!(out_dir.path().join(f).is_file(), "{f} missing");
+    }
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.path().join("results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(results["configs"].as_array().unwrap().len(), 2);
+    // A rerun finds every answer stored and generates nothing.
+    let again = ngsd(&args, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("generated 0 answers (8 already stored, skipped)"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn eval_refuses_a_suite_naming_an_unknown_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::copy(
+        fixtures.join("tiny-prompts.json"),
+        dir.path().join("tiny-prompts.json"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(fixtures.join("tiny-suite.toml"))
+        .unwrap()
+        .replace("gate = \"always\"", "gate = \"allways\"");
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(&suite, text).unwrap();
+    let out = ngsd(
+        &[
+            "eval",
+            "--suite",
+            suite.to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown gate `allways` in configuration `always`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("suite.toml:"),
+        "the message names the file and line: {err}"
+    );
+}

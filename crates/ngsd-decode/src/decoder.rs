@@ -11,7 +11,7 @@ use ngsd_runtime::{
 };
 
 use crate::error::{Error, Result};
-use crate::expert::Expert;
+use crate::expert::{Expert, render};
 use crate::reflection::{self, AlphaMap, ZeroScoreRule};
 use crate::steer::{Divergence, SteerScratch, steer_into, top_k};
 use crate::trace::{Candidate, ReflectionRecord, Summary, Timings, TraceLine};
@@ -211,25 +211,6 @@ impl Output {
             line.push_str(&format!("; {} gate errors (failed closed)", s.gate_errors));
         }
         line
-    }
-}
-
-fn render(
-    template: Option<&ChatTemplate>,
-    system: Option<&str>,
-    user: &str,
-    raw: bool,
-) -> Result<String> {
-    match (template, raw) {
-        (Some(t), false) => {
-            let mut messages = Vec::new();
-            if let Some(s) = system {
-                messages.push(Message::new("system", s));
-            }
-            messages.push(Message::new("user", user));
-            Ok(t.render(&messages, true)?)
-        }
-        _ => Ok(user.to_string()),
     }
 }
 

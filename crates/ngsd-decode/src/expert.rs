@@ -100,7 +100,9 @@ impl LazySequence {
     }
 }
 
-fn render(
+/// The prompt text for one user message: through the chat template (with `system` when given),
+/// or, raw, the system text and the message separated by a blank line.
+pub(crate) fn render(
     template: Option<&ChatTemplate>,
     system: Option<&str>,
     user: &str,

@@ -5,47 +5,12 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::path::PathBuf;
+mod common;
 
-use ngsd_decode::{DecodeConfig, Expert, Models, PromptExpert, Reflection, Request, generate};
+use common::models;
+use ngsd_decode::{DecodeConfig, Expert, PromptExpert, Reflection, Request, generate};
 use ngsd_gate::Gate;
-use ngsd_runtime::{ChatTemplate, GenerateConfig, Model, ModelOptions, ModelPackage, Tokenizer};
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/fp32")
-        });
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "the converted default model is missing at {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
-}
-
-fn options() -> ModelOptions {
-    ModelOptions {
-        intra_threads: 2,
-        ..Default::default()
-    }
-}
-
-fn models() -> Models {
-    let package = ModelPackage::open(&model_dir()).unwrap();
-    let tokenizer = Tokenizer::from_package(&package).unwrap();
-    let template = ChatTemplate::from_package(&package).unwrap();
-    let base = Model::load(package, &options()).unwrap();
-    let expert: Box<dyn Expert> = Box::new(PromptExpert::new(&base, None).unwrap());
-    Models {
-        base,
-        tokenizer,
-        template,
-        expert,
-    }
-}
+use ngsd_runtime::GenerateConfig;
 
 /// A gate plugin built by cargo (a dev-dependency), loaded from disk like the CLI does.
 fn plugin(name: &str, params: &str) -> Box<dyn Gate> {
@@ -312,4 +277,59 @@ fn bad_settings_are_refused_with_a_message() {
         c.validate().unwrap_err().to_string(),
         "invalid top-k merge: 0; steering needs at least one candidate (paper: 64)"
     );
+}
+
+/// A sigmoid-gate weights file whose neuron outputs σ(bias) whatever the hidden state.
+fn constant_neuron(dir: &std::path::Path, bias: f32) -> std::path::PathBuf {
+    let hidden = 576;
+    let header = format!(
+        "{{\"__metadata__\":{{\"hidden_size\":\"{hidden}\"}},\"weight\":{{\"dtype\":\"F32\",\"shape\":[{hidden}],\"data_offsets\":[0,{w}]}},\"bias\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[{w},{e}]}}}}",
+        w = hidden * 4,
+        e = hidden * 4 + 4
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, hidden * 4));
+    bytes.extend_from_slice(&bias.to_le_bytes());
+    let path = dir.join(format!("neuron{bias}.safetensors"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn probe_reflection_maps_the_neurons_probability_to_alpha() {
+    let mut m = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let req = Request {
+        prompt: HARMFUL.into(),
+        ..Default::default()
+    };
+    for (bias, p, alpha) in [(10.0f32, 1.0f32, 0.9f32), (-10.0, 0.0, 0.1)] {
+        let weights = constant_neuron(tmp.path(), bias);
+        let probe = ngsd_gate_host::load(
+            "sigmoid",
+            &ngsd_gate_host::default_dirs(),
+            &format!("weights = \"{}\"\ntiming = token", weights.display()),
+        )
+        .unwrap();
+        let mut reflection = Reflection::Probe {
+            gate: Box::new(probe),
+            map: Default::default(),
+        };
+        let mut gate = plugin("never", "");
+        let out = generate(
+            &req,
+            &mut m,
+            gate.as_mut(),
+            &mut reflection,
+            &cfg(2),
+            |_| {},
+        )
+        .unwrap();
+        let r = &out.summary.reflection;
+        assert_eq!(r.mode, "probe");
+        assert!((r.probability.unwrap() - p).abs() < 1e-3, "{r:?}");
+        assert!((r.alpha - alpha).abs() < 1e-6, "{r:?}");
+        assert!(out.explain().contains("probe p"), "{}", out.explain());
+    }
 }

@@ -5,40 +5,14 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::{base, model_dir};
 
 use ngsd_decode::{Expert, ModelExpert};
-use ngsd_runtime::{Model, ModelOptions, ModelPackage, Tokenizer};
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/fp32")
-        });
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "run `cargo xtask setup`"
-    );
-    dir
-}
-
-fn base() -> (Model, Tokenizer) {
-    let package = ModelPackage::open(&model_dir()).unwrap();
-    let tokenizer = Tokenizer::from_package(&package).unwrap();
-    (
-        Model::load(
-            package,
-            &ModelOptions {
-                intra_threads: 2,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-        tokenizer,
-    )
-}
+use ngsd_runtime::ModelOptions;
 
 /// A copy of the default package (files symlinked) whose tokenizer.json is edited.
 fn copy_with_tokenizer(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {

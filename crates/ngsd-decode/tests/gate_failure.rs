@@ -6,42 +6,12 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::path::PathBuf;
+mod common;
 
-use ngsd_decode::{DecodeConfig, Expert, Models, PromptExpert, Reflection, Request, generate};
+use common::models;
+use ngsd_decode::{DecodeConfig, Models, Reflection, Request, generate};
 use ngsd_gate::{FailurePolicy, Gate};
-use ngsd_runtime::{ChatTemplate, GenerateConfig, Model, ModelOptions, ModelPackage, Tokenizer};
-
-fn models() -> Models {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/fp32")
-        });
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "run `cargo xtask setup`"
-    );
-    let package = ModelPackage::open(&dir).unwrap();
-    let tokenizer = Tokenizer::from_package(&package).unwrap();
-    let template = ChatTemplate::from_package(&package).unwrap();
-    let base = Model::load(
-        package,
-        &ModelOptions {
-            intra_threads: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let expert: Box<dyn Expert> = Box::new(PromptExpert::new(&base, None).unwrap());
-    Models {
-        base,
-        tokenizer,
-        template,
-        expert,
-    }
-}
+use ngsd_runtime::GenerateConfig;
 
 /// The misbehaving fixture plugin (built as a dev-dependency), loaded from disk.
 fn misbehave(mode: &str) -> Box<dyn Gate> {

@@ -1,0 +1,182 @@
+//! `ngsd eval`: runs an evaluation suite through the safety-aware decoder and writes the reports.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use ngsd_decode::{DecodeConfig, Expert, Models, Reflection, Request};
+use ngsd_eval::{ConfigSpec, Finish, GenOutput, Generator, KeywordJudge, Progress, Report, Suite};
+use ngsd_gate::Gate;
+use ngsd_runtime::{FinishReason, GenerateConfig, ModelOptions};
+
+use crate::safety::{self, ExpertSpec};
+
+/// The decoder behind the harness: one base model, gates and experts loaded once per
+/// configuration and kept.
+struct DecoderGenerator {
+    models: Models,
+    options: ModelOptions,
+    dirs: Vec<PathBuf>,
+    gates: HashMap<String, Box<dyn Gate + Send>>,
+    experts: HashMap<String, Box<dyn Expert>>,
+    current_expert: String,
+    decode: DecodeConfig,
+}
+
+impl DecoderGenerator {
+    fn expert_key(config: &ConfigSpec) -> String {
+        match config.expert.as_str() {
+            "none" | "" => "prompt".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Puts the configuration's expert into `models.expert`, loading it the first time.
+    fn select_expert(&mut self, key: &str) -> Result<()> {
+        if self.current_expert == key {
+            return Ok(());
+        }
+        let next = match self.experts.remove(key) {
+            Some(e) => e,
+            None => {
+                let spec: ExpertSpec = key.parse()?;
+                safety::build_expert(
+                    &spec,
+                    None,
+                    &self.models.base,
+                    &self.models.tokenizer,
+                    &self.options,
+                )?
+            }
+        };
+        let previous = std::mem::replace(&mut self.models.expert, next);
+        self.experts.insert(
+            std::mem::replace(&mut self.current_expert, key.to_string()),
+            previous,
+        );
+        Ok(())
+    }
+}
+
+impl Generator for DecoderGenerator {
+    fn generate(
+        &mut self,
+        config: &ConfigSpec,
+        prompt: &str,
+    ) -> std::result::Result<GenOutput, Box<dyn std::error::Error + Send + Sync>> {
+        let key = Self::expert_key(config);
+        self.select_expert(&key).map_err(|e| format!("{e:#}"))?;
+        if !self.gates.contains_key(&config.name) {
+            let gate = safety::load_gate(
+                &config.gate,
+                &config.gate_config,
+                &self.dirs,
+                &self.models.base,
+            )
+            .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?;
+            self.gates.insert(config.name.clone(), gate);
+        }
+        let gate = self.gates.get_mut(&config.name).ok_or("gate vanished")?;
+        let mut reflection = match config.reflection {
+            ngsd_eval::Reflection::Off => Reflection::Fixed(config.alpha),
+            ngsd_eval::Reflection::Generative => Reflection::generative(),
+            ngsd_eval::Reflection::Probe => {
+                return Err(format!(
+                    "configuration `{}`: probe reflection is not available in suites yet (it needs trained probe weights)",
+                    config.name
+                )
+                .into());
+            }
+        };
+        let request = Request {
+            prompt: prompt.to_string(),
+            ..Default::default()
+        };
+        let out = ngsd_decode::generate(
+            &request,
+            &mut self.models,
+            gate.as_mut(),
+            &mut reflection,
+            &self.decode,
+            |_| {},
+        )?;
+        Ok(GenOutput {
+            text: out.text,
+            tokens: out.tokens.len(),
+            steered_tokens: out.summary.steered_tokens,
+            expert_passes: out.summary.expert_forward_passes,
+            finish: match out.finish {
+                FinishReason::Eos => Finish::Eos,
+                FinishReason::MaxTokens => Finish::Length,
+                FinishReason::Stop(s) if s == ngsd_decode::EARLY_STOP => Finish::EarlyStop,
+                FinishReason::Stop(_) => Finish::Stop,
+                FinishReason::ContextFull => Finish::Other,
+            },
+        })
+    }
+}
+
+/// Runs the suite (skipping answers already stored in `out/runs`) and writes the reports to `out`.
+pub fn run(
+    suite_path: &Path,
+    out: &Path,
+    limit: Option<usize>,
+    settings: &crate::settings::ModelSettings,
+    dirs: Vec<PathBuf>,
+) -> Result<()> {
+    let found: Vec<String> = ngsd_gate_host::list(&dirs)
+        .into_iter()
+        .filter_map(|r| r.ok().map(|i| i.name))
+        .collect();
+    if found.is_empty() {
+        bail!("no gate plugins found; build them with `cargo build --workspace --release`");
+    }
+    let known: Vec<&str> = found.iter().map(String::as_str).collect();
+    let suite = Suite::load(suite_path, &known)?;
+    let (base, tokenizer, template) = crate::load_model(settings)?;
+    let expert = safety::build_expert(
+        &ExpertSpec::Prompt,
+        None,
+        &base,
+        &tokenizer,
+        &settings.options,
+    )?;
+    let decode = DecodeConfig {
+        generate: GenerateConfig {
+            max_new_tokens: suite.generation.max_new_tokens,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if !suite.generation.greedy {
+        bail!("suites with greedy = false are not supported yet: ngsd eval decodes greedily");
+    }
+    let mut generator = DecoderGenerator {
+        models: Models {
+            base,
+            tokenizer,
+            template,
+            expert,
+        },
+        options: settings.options.clone(),
+        dirs,
+        gates: HashMap::new(),
+        experts: HashMap::new(),
+        current_expert: "prompt".into(),
+        decode,
+    };
+    let store = out.join("runs");
+    let summary = ngsd_eval::run_suite(&suite, &mut generator, &store, limit, Progress::Bar)
+        .with_context(|| format!("running {}", suite_path.display()))?;
+    eprintln!(
+        "generated {} answers ({} already stored, skipped)",
+        summary.generated, summary.skipped
+    );
+    let report = Report::build(&suite, &store, &KeywordJudge, limit)?;
+    let files = report.write_all(out)?;
+    for f in files {
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Shared helpers of the decoder's integration tests: the converted default model and a
+//! `Models` bundle with the prompt expert.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::path::PathBuf;
+
+use ngsd_decode::{Expert, Models, PromptExpert};
+use ngsd_runtime::{ChatTemplate, Model, ModelOptions, ModelPackage, Tokenizer};
+
+/// The fp32 default model installed by `cargo xtask setup` (or `NGSD_TEST_MODEL`).
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("NGSD_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.cache/models/smollm2-135m-instruct/fp32")
+        });
+    assert!(
+        dir.join("ngsd-model.json").is_file(),
+        "the converted default model is missing at {}: run `cargo xtask setup`",
+        dir.display()
+    );
+    dir
+}
+
+pub fn options() -> ModelOptions {
+    ModelOptions {
+        intra_threads: 2,
+        ..Default::default()
+    }
+}
+
+/// The base model, its tokenizer and loaded model.
+pub fn base() -> (Model, Tokenizer) {
+    let package = ModelPackage::open(&model_dir()).unwrap();
+    let tokenizer = Tokenizer::from_package(&package).unwrap();
+    (Model::load(package, &options()).unwrap(), tokenizer)
+}
+
+/// The base model with the prompt expert.
+pub fn models() -> Models {
+    let package = ModelPackage::open(&model_dir()).unwrap();
+    let tokenizer = Tokenizer::from_package(&package).unwrap();
+    let template = ChatTemplate::from_package(&package).unwrap();
+    let base = Model::load(package, &options()).unwrap();
+    let expert: Box<dyn Expert> = Box::new(PromptExpert::new(&base, None).unwrap());
+    Models {
+        base,
+        tokenizer,
+        template,
+        expert,
+    }
+}
