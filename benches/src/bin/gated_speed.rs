@@ -5,7 +5,7 @@
 //!
 //! Prints a markdown table and one JSON line with the raw figures.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -41,18 +41,26 @@ const PROMPTS: [&str; 4] = [
     "Why do cats purr?",
 ];
 
-/// A sigmoid-gate weights file: weight 0 and the given bias, so p = σ(bias) for every input.
-fn write_constant_neuron(path: &Path, hidden: usize, bias: f32) -> Result<()> {
-    let header = format!(
-        "{{\"__metadata__\":{{\"hidden_size\":\"{hidden}\"}},\"weight\":{{\"dtype\":\"F32\",\"shape\":[{hidden}],\"data_offsets\":[0,{w}]}},\"bias\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[{w},{e}]}}}}",
-        w = hidden * 4,
-        e = hidden * 4 + 4
+/// A sigmoid-gate weights file whose neuron outputs σ(bias) whatever the hidden state.
+fn constant_neuron(path: &std::path::Path, hidden: usize, bias: f32) -> std::io::Result<()> {
+    use ngsd_gate::safetensors::{SafeTensors, Tensor};
+    let mut st = SafeTensors::default();
+    st.metadata.insert("hidden_size".into(), hidden.to_string());
+    st.tensors.insert(
+        "weight".into(),
+        Tensor {
+            shape: vec![hidden],
+            data: vec![0.0; hidden],
+        },
     );
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend(std::iter::repeat_n(0u8, hidden * 4));
-    bytes.extend_from_slice(&bias.to_le_bytes());
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    st.tensors.insert(
+        "bias".into(),
+        Tensor {
+            shape: vec![1],
+            data: vec![bias],
+        },
+    );
+    std::fs::write(path, st.to_bytes())
 }
 
 struct Config {
@@ -73,8 +81,8 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&tmp)?;
     let closed = tmp.join("closed.safetensors");
     let open = tmp.join("open.safetensors");
-    write_constant_neuron(&closed, base.hidden_size(), -10.0)?;
-    write_constant_neuron(&open, base.hidden_size(), 10.0)?;
+    constant_neuron(&closed, base.hidden_size(), -10.0)?;
+    constant_neuron(&open, base.hidden_size(), 10.0)?;
 
     let mut configs = vec![
         Config {

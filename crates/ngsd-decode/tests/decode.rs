@@ -280,20 +280,25 @@ fn bad_settings_are_refused_with_a_message() {
 }
 
 /// A sigmoid-gate weights file whose neuron outputs σ(bias) whatever the hidden state.
-fn constant_neuron(dir: &std::path::Path, bias: f32) -> std::path::PathBuf {
-    let hidden = 576;
-    let header = format!(
-        "{{\"__metadata__\":{{\"hidden_size\":\"{hidden}\"}},\"weight\":{{\"dtype\":\"F32\",\"shape\":[{hidden}],\"data_offsets\":[0,{w}]}},\"bias\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[{w},{e}]}}}}",
-        w = hidden * 4,
-        e = hidden * 4 + 4
+fn constant_neuron(path: &std::path::Path, hidden: usize, bias: f32) -> std::io::Result<()> {
+    use ngsd_gate::safetensors::{SafeTensors, Tensor};
+    let mut st = SafeTensors::default();
+    st.metadata.insert("hidden_size".into(), hidden.to_string());
+    st.tensors.insert(
+        "weight".into(),
+        Tensor {
+            shape: vec![hidden],
+            data: vec![0.0; hidden],
+        },
     );
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend(std::iter::repeat_n(0u8, hidden * 4));
-    bytes.extend_from_slice(&bias.to_le_bytes());
-    let path = dir.join(format!("neuron{bias}.safetensors"));
-    std::fs::write(&path, bytes).unwrap();
-    path
+    st.tensors.insert(
+        "bias".into(),
+        Tensor {
+            shape: vec![1],
+            data: vec![bias],
+        },
+    );
+    std::fs::write(path, st.to_bytes())
 }
 
 #[test]
@@ -305,7 +310,8 @@ fn probe_reflection_maps_the_neurons_probability_to_alpha() {
         ..Default::default()
     };
     for (bias, p, alpha) in [(10.0f32, 1.0f32, 0.9f32), (-10.0, 0.0, 0.1)] {
-        let weights = constant_neuron(tmp.path(), bias);
+        let weights = tmp.path().join(format!("neuron{bias}.safetensors"));
+        constant_neuron(&weights, 576, bias).unwrap();
         let probe = ngsd_gate_host::load(
             "sigmoid",
             &ngsd_gate_host::default_dirs(),
