@@ -46,6 +46,27 @@ pub fn run(args: &TestArgs) -> Result<()> {
             )
             .args(&args.cargo_test_args),
     )?;
+    let golden = sh::root().join("../shared/golden/gates");
+    if golden.is_dir() {
+        sh::step("gate traces against the paper authors' full logs (../shared/golden/gates)");
+        sh::run(
+            sh::cargo()
+                .args([
+                    "test",
+                    "-p",
+                    "ngsd-gate-host",
+                    "--test",
+                    "golden",
+                    "--",
+                    "--ignored",
+                ])
+                .env("NGSD_GOLDEN_DIR", &golden),
+        )?;
+    } else {
+        eprintln!(
+            "    (no ../shared/golden/gates beside the checkout: the full-log gate test is skipped)"
+        );
+    }
     sh::step("export tooling checks (Python, on the converted model)");
     sh::run(
         Command::new(&installed.python)
