@@ -524,7 +524,6 @@ pub fn generate(
         }
 
         let strength = decision.strength;
-        let base_choice_greedy = argmax(logits);
         let token;
         let mut expert_probs_for_trace = None;
         if strength > 0.0 {
@@ -566,7 +565,7 @@ pub fn generate(
                 step,
                 token,
                 text: models.tokenizer.token_text(token),
-                chosen_by: if strength > 0.0 && token != base_choice_greedy {
+                chosen_by: if strength > 0.0 && token != argmax(logits) {
                     "steered"
                 } else {
                     "base"

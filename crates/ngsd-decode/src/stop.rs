@@ -44,13 +44,11 @@ impl EarlyStopState {
     ) -> bool {
         let cur_len = tokens.len();
         let limit = self.limit(max_new_tokens);
-        if let Some(last) = tokens.last()
-            && stop_at_sentence_end(
-                self.fired.is_some(),
-                cur_len,
-                limit,
-                &decode(std::slice::from_ref(last)),
-            )
+        // Only once the detector has fired does the last token's text matter (no decode per
+        // token on the hot path otherwise).
+        if self.fired.is_some()
+            && let Some(last) = tokens.last()
+            && stop_at_sentence_end(true, cur_len, limit, &decode(std::slice::from_ref(last)))
         {
             return true;
         }
