@@ -27,18 +27,8 @@ import sys
 import time
 
 
-class BenchError(Exception):
-    pass
-
-
-def read_prompt_ids(path: str):
-    if not os.path.isfile(path):
-        raise BenchError(f"prompt ids file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        ids = json.load(f)
-    if not isinstance(ids, list) or not ids or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
-        raise BenchError(f"{path}: expected a non-empty JSON list of integers")
-    return ids
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_ort import BenchError, read_prompt_ids  # noqa: E402  (same folder, stdlib-only imports)
 
 
 def main(argv=None) -> int:

@@ -246,8 +246,8 @@ fn ensure_llama_cpp(python: &PathBuf) -> Result<()> {
         "installing llama-cpp-python into the venv (builds llama.cpp from source; several minutes)",
     );
     sh::run(
-        Command::new(python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+        setup::pip(python, "install")
+            .arg("-r")
             .arg(sh::root().join("xtask/py/requirements-bench.txt")),
     )
 }

