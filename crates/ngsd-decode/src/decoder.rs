@@ -7,7 +7,7 @@ use ngsd_gate::{Decision, FailurePolicy, Gate, Needs, PromptInput, StepInput};
 use ngsd_runtime::sampling::{argmax, softmax_into};
 use ngsd_runtime::{
     ChatTemplate, FinishReason, ForwardOut, GenerateConfig, Message, Model, Positions, Sampler,
-    StopFilter, TextStream, Tokenizer,
+    TextOutput, Tokenizer,
 };
 
 use crate::error::{Error, Result};
@@ -444,8 +444,7 @@ pub fn generate(
     models.expert.begin(&req.prompt, req.raw)?;
     let mut sampler = Sampler::new(cfg.generate.sampling)?;
     let eos = models.base.eos_token_ids().to_vec();
-    let mut stream = TextStream::new();
-    let mut filter = StopFilter::new(&cfg.generate.stop);
+    let mut text = TextOutput::new(&cfg.generate.stop);
     let mut early = cfg.early_stop.clone().map(crate::stop::EarlyStop::start);
 
     let mut tokens: Vec<u32> = Vec::new();
@@ -586,14 +585,8 @@ pub fn generate(
         if !cfg.generate.ignore_eos && eos.contains(&token) {
             break FinishReason::Eos;
         }
-        if let Some(piece) = stream.push(&models.tokenizer, token)? {
-            let (shown, stop) = filter.push(&piece);
-            if !shown.is_empty() {
-                on_text(&shown);
-            }
-            if let Some(stop) = stop {
-                break FinishReason::Stop(stop);
-            }
+        if let Some(stop) = text.push(&models.tokenizer, token, &mut on_text)? {
+            break FinishReason::Stop(stop);
         }
         let limit = match early.as_mut() {
             Some(early) => {
@@ -620,16 +613,7 @@ pub fn generate(
         timings.base_ms += ms(t.elapsed());
     };
     if !matches!(finish, FinishReason::Stop(ref s) if s != EARLY_STOP) {
-        if let Some(piece) = stream.finish(&models.tokenizer)? {
-            let (shown, _) = filter.push(&piece);
-            if !shown.is_empty() {
-                on_text(&shown);
-            }
-        }
-        let rest = filter.flush();
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
+        text.finish(&models.tokenizer, &mut on_text)?;
     }
     timings.total_ms = ms(t_start.elapsed());
     let summary = Summary {
@@ -653,7 +637,7 @@ pub fn generate(
         timings,
     };
     Ok(Output {
-        text: filter.text().to_string(),
+        text: text.text().to_string(),
         tokens,
         prompt_tokens: prompt_ids.len(),
         finish,

@@ -160,6 +160,63 @@ impl StopFilter {
     }
 }
 
+/// The text side of a generation: detokenizes token by token (UTF-8-safe), holds back what could
+/// still become a stop string, and hands out text that is final. Shared by plain and gated
+/// generation.
+#[derive(Debug, Default)]
+pub struct TextOutput {
+    stream: TextStream,
+    filter: StopFilter,
+}
+
+impl TextOutput {
+    /// Output for these stop strings.
+    pub fn new(stops: &[String]) -> Self {
+        TextOutput {
+            stream: TextStream::new(),
+            filter: StopFilter::new(stops),
+        }
+    }
+
+    /// Adds a generated token, passing final text to `on_text`; returns the stop string when one
+    /// completed (the generation should end; text before it has been shown).
+    pub fn push(
+        &mut self,
+        tokenizer: &Tokenizer,
+        token: u32,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<Option<String>> {
+        if let Some(piece) = self.stream.push(tokenizer, token)? {
+            let (shown, stop) = self.filter.push(&piece);
+            if !shown.is_empty() {
+                on_text(&shown);
+            }
+            return Ok(stop);
+        }
+        Ok(None)
+    }
+
+    /// The generation ended without a stop string: shows everything still held back.
+    pub fn finish(&mut self, tokenizer: &Tokenizer, on_text: &mut impl FnMut(&str)) -> Result<()> {
+        if let Some(piece) = self.stream.finish(tokenizer)? {
+            let (shown, _) = self.filter.push(&piece);
+            if !shown.is_empty() {
+                on_text(&shown);
+            }
+        }
+        let rest = self.filter.flush();
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+        Ok(())
+    }
+
+    /// The text so far (stop string excluded).
+    pub fn text(&self) -> &str {
+        self.filter.text()
+    }
+}
+
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
@@ -194,8 +251,7 @@ pub fn generate(
     let eos: Vec<u32> = model.eos_token_ids().to_vec();
     let mut cache = model.new_cache()?;
     let mut out = ForwardOut::default();
-    let mut stream = TextStream::new();
-    let mut filter = StopFilter::new(&config.stop);
+    let mut text = TextOutput::new(&config.stop);
     let mut tokens = Vec::new();
 
     let start = Instant::now();
@@ -209,14 +265,8 @@ pub fn generate(
         if !config.ignore_eos && eos.contains(&next) {
             break FinishReason::Eos;
         }
-        if let Some(piece) = stream.push(tokenizer, next)? {
-            let (shown, stop) = filter.push(&piece);
-            if !shown.is_empty() {
-                on_text(&shown);
-            }
-            if let Some(stop) = stop {
-                break FinishReason::Stop(stop);
-            }
+        if let Some(stop) = text.push(tokenizer, next, &mut on_text)? {
+            break FinishReason::Stop(stop);
         }
         if tokens.len() >= config.max_new_tokens {
             break FinishReason::MaxTokens;
@@ -227,19 +277,10 @@ pub fn generate(
         model.forward(&mut cache, &[next], Positions::Last, &mut out)?;
     };
     if !matches!(finish, FinishReason::Stop(_)) {
-        if let Some(piece) = stream.finish(tokenizer)? {
-            let (shown, _) = filter.push(&piece);
-            if !shown.is_empty() {
-                on_text(&shown);
-            }
-        }
-        let rest = filter.flush();
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
+        text.finish(tokenizer, &mut on_text)?;
     }
     Ok(Generation {
-        text: filter.text().to_string(),
+        text: text.text().to_string(),
         tokens,
         prompt_tokens: prompt_ids.len(),
         finish,

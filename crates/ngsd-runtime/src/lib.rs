@@ -18,7 +18,7 @@ mod template;
 mod tokenizer;
 
 pub use error::{Error, Result};
-pub use generate::{FinishReason, GenerateConfig, Generation, StopFilter, generate};
+pub use generate::{FinishReason, GenerateConfig, Generation, StopFilter, TextOutput, generate};
 pub use model::{ForwardOut, IoDescription, KvCache, Model, ModelOptions, Positions};
 pub use package::{
     ChecksumReport, Files, IoNames, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestSource,
