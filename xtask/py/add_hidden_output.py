@@ -8,6 +8,10 @@ final-norm output) and exposes it through `Identity -> last_hidden_state` with s
 [batch, sequence_length, hidden]. Understands a plain MatMul/Gemm head, MatMulNBits, and
 onnxruntime's dynamic-int8 pattern (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul).
 
+It also writes the LM-head matrix, [vocab, hidden] float32, as `lm_head.safetensors` beside
+OUT (what `head` experts read) when the head is a plain float MatMul/Gemm without bias; for a
+quantized head it says why it cannot.
+
 Models with external data are loaded with it; the result is saved with external data (one
 file, `<OUT name>.data`) when it is larger than 1.8 GiB or with --external-data. When the
 model already has `last_hidden_state`, it is copied unchanged (and the script says so).
@@ -119,6 +123,41 @@ def find_hidden(graph):
     raise SurgeryError(f"could not find the LM-head MatMul behind 'logits' (producer: {head.op_type} '{head.name}')")
 
 
+def write_lm_head(graph, head, out: str) -> None:
+    """Writes the LM-head weight as [vocab, hidden] safetensors beside `out`, when it is a
+    float initializer of a MatMul/Gemm without bias."""
+    import json
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    path = os.path.join(os.path.dirname(os.path.abspath(out)), "lm_head.safetensors")
+    inits = {i.name: i for i in graph.initializer}
+    if head.op_type not in ("MatMul", "Gemm") or head.input[1] not in inits or len(head.input) > 2:
+        log(f"not writing {os.path.basename(path)}: the LM head ({head.op_type}) is not a plain float "
+            "MatMul/Gemm over an initializer, so head experts cannot use this export")
+        return
+    w = numpy_helper.to_array(inits[head.input[1]]).astype("<f4")
+    trans_b = head.op_type == "Gemm" and any(at.name == "transB" and at.i == 1 for at in head.attribute)
+    if w.ndim != 2:
+        log(f"not writing {os.path.basename(path)}: the LM-head weight has shape {list(w.shape)}")
+        return
+    w = np.ascontiguousarray(w if trans_b else w.T)
+    header = {
+        "__metadata__": {"format": "ngsd-lm-head/1", "source": os.path.basename(out)},
+        "weight": {"dtype": "F32", "shape": list(w.shape), "data_offsets": [0, w.nbytes]},
+    }
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    tmp = path + ".partial"
+    with open(tmp, "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h + w.tobytes())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    log(f"wrote {path} ({w.shape[0]} x {w.shape[1]}); a folder with an ngsd-model.json needs "
+        '"lm_head": "lm_head.safetensors" under "files" to use it')
+
+
 def run(args) -> None:
     import onnx
     from onnx import TensorProto, helper
@@ -138,6 +177,10 @@ def run(args) -> None:
         log(f"'{HIDDEN}' is already an output; copying the model unchanged")
         if os.path.abspath(args.model) != os.path.abspath(args.out):
             save(model, args.out, args.external_data)
+        try:
+            write_lm_head(g, find_hidden(g)[2], args.out)
+        except SurgeryError as e:
+            log(f"not writing lm_head.safetensors: {e}")
         return
     if any(HIDDEN in n.output for n in g.node):
         raise SurgeryError(f"a node already produces a tensor named '{HIDDEN}' that is not a graph output")
@@ -151,6 +194,7 @@ def run(args) -> None:
     g.node.append(helper.make_node("Identity", [src], [HIDDEN], name="/model/last_hidden_state"))
     g.output.append(helper.make_tensor_value_info(HIDDEN, TensorProto.FLOAT, [batch, seq, hidden if hidden else "hidden_size"]))
     save(model, args.out, args.external_data)
+    write_lm_head(g, head, args.out)
     log("done")
 
 

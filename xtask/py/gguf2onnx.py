@@ -26,7 +26,8 @@ import time
 from importlib import metadata
 
 CONVERTER = "xtask/py/gguf2onnx.py"
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
+LM_HEAD_FILE = "lm_head.safetensors"
 OPSET = 17
 IR_VERSION = 8
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 1024**3)
@@ -80,6 +81,28 @@ def write_atomic(path: str, data: bytes) -> None:
 
 def write_json(path: str, obj) -> None:
     write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def write_safetensors(path: str, name: str, array, metadata: dict) -> None:
+    """One float32 tensor in the safetensors layout (8-byte header length, JSON header, data)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(array, dtype="<f4")
+    header = {
+        "__metadata__": {k: str(v) for k, v in metadata.items()},
+        name: {"dtype": "F32", "shape": list(a.shape), "data_offsets": [0, a.nbytes]},
+    }
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    write_atomic(path, len(h).to_bytes(8, "little") + h + a.tobytes())
+
+
+def lm_head_matrix(g: "Gguf", hp: "HParams"):
+    """The [vocab, hidden] matrix that maps the final hidden state to logits."""
+    w = g.tensor("token_embd.weight" if hp.tied else "output.weight")
+    if w.shape != (hp.vocab, hp.hidden):
+        raise ConvertError(f"LM-head matrix has shape {w.shape}, expected {(hp.vocab, hp.hidden)}")
+    return w
 
 
 def fsync_dir(path: str) -> None:
@@ -608,6 +631,14 @@ def convert(args) -> None:
         onnx_files = save_onnx(model, os.path.join(staging, "model.onnx"))
         del model
 
+        log(f"writing {LM_HEAD_FILE} (the LM-head matrix, read by head experts)")
+        write_safetensors(
+            os.path.join(staging, LM_HEAD_FILE),
+            "weight",
+            lm_head_matrix(g, hp),
+            {"format": "ngsd-lm-head/1", "tied": hp.tied},
+        )
+
         log("building tokenizer.json")
         tok_json, tokens, types = build_tokenizer(g)
         write_atomic(os.path.join(staging, "tokenizer.json"), tok_json.encode("utf-8"))
@@ -683,14 +714,19 @@ def convert(args) -> None:
 
         log("computing checksums")
         checksums = {}
-        for f in onnx_files + ["tokenizer.json", "chat_template.jinja"]:
+        for f in onnx_files + ["tokenizer.json", "chat_template.jinja", LM_HEAD_FILE]:
             checksums[f] = sha256_file(os.path.join(staging, f))
         manifest = {
             "format": "ngsd-model/1",
             "name": args.name,
             "architecture": hp.arch,
             "dtype": "fp32",
-            "files": {"onnx": "model.onnx", "tokenizer": "tokenizer.json", "chat_template": "chat_template.jinja"},
+            "files": {
+                "onnx": "model.onnx",
+                "tokenizer": "tokenizer.json",
+                "chat_template": "chat_template.jinja",
+                "lm_head": LM_HEAD_FILE,
+            },
             "hidden_size": hp.hidden,
             "vocab_size": hp.vocab,
             "num_layers": hp.n_layer,

@@ -197,7 +197,8 @@ def quantize(args) -> None:
             os.chmod(out_onnx, 0o644)
             del model
 
-        for name in SIDECARS:
+        lm_head = manifest["files"].get("lm_head")
+        for name in SIDECARS + ((lm_head,) if lm_head else ()):
             p = os.path.join(src, name)
             if os.path.isfile(p):
                 shutil.copyfile(p, os.path.join(staging, name))
@@ -221,7 +222,7 @@ def quantize(args) -> None:
         if not manifest["name"].endswith(args.name_suffix):
             manifest["name"] = manifest["name"] + args.name_suffix
         checksums = {}
-        for name in files + [manifest["files"]["tokenizer"], manifest["files"]["chat_template"]]:
+        for name in files + [manifest["files"]["tokenizer"], manifest["files"]["chat_template"]] + ([lm_head] if lm_head else []):
             checksums[name] = sha256_file(os.path.join(staging, name))
         manifest["checksums"] = checksums
         prov = manifest.setdefault("provenance", {})

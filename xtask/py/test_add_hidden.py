@@ -90,6 +90,18 @@ def main() -> int:
             check(f"declared shape ({variant})", shape == ["batch_size", "sequence_length", man["hidden_size"]], str(shape))
             if extra:
                 check("external data file written", os.path.isfile(out + ".data"))
+        # the LM-head matrix beside the output equals the converter's own lm_head file
+        written = os.path.join(work, "lm_head.safetensors")
+        ref = os.path.join(args.model, man["files"].get("lm_head") or "lm_head.safetensors")
+        if os.path.isfile(ref):
+            def tensor_bytes(path):
+                with open(path, "rb") as f:
+                    data = f.read()
+                n = int.from_bytes(data[:8], "little")
+                return json.loads(data[8:8 + n])["weight"]["shape"], data[8 + n:]
+            check("lm_head.safetensors written beside the output", os.path.isfile(written))
+            if os.path.isfile(written):
+                check("lm_head.safetensors equals the converter's", tensor_bytes(written) == tensor_bytes(ref))
         # already present -> copied
         out = os.path.join(work, "again.onnx")
         rc, err = script("--model", orig, "--out", out)

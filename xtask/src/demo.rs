@@ -68,10 +68,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         }
     }
     eprintln!(
-        "The default configuration is the paper's: a LIF neuron over the divergence between the base model \
-         and a safety expert (here the base model under a safety system prompt), with α set by the model's \
-         own risk rating. SmolLM2-135M has little safety behaviour to draw on, so the steering changes \
-         little yet; trained gate and expert weights are the next step (see the issues)."
+        "The default configuration: a single trained neuron reads the base model's hidden state at the end of \
+         the prompt and decides whether to steer (held for the whole answer); the same neuron's probability \
+         sets α; the expert is a 36,864-parameter adapter on the base model's own LM head, trained by \
+         `ngsd train expert` (files and the commands that made them: models/smollm2-135m-instruct/). \
+         A closed gate leaves the base model's answer unchanged, token for token. Measured figures: docs/RESULTS.md."
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ mod sh;
 mod test;
 #[cfg(test)]
 mod tidy;
+mod train;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Run the committed dev-split ablation suite through `ngsd eval` and regenerate the ablation
     /// section of docs/RESULTS.md (table, trade-off and speed plots).
     Ablation(ablation::AblationArgs),
+    /// Retrain the default model's gate neuron and head expert from the committed training set
+    /// (models/smollm2-135m-instruct/train.toml, models/training/) and ../shared/datasets.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::ExportHidden(args) => setup::export_hidden(&args),
         Command::BenchCompare(args) => bench::run(&args),
         Command::Ablation(args) => ablation::run(&args),
+        Command::Train(args) => train::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,7 +23,7 @@ pub const ORT_VERSION: &str = "1.31.1";
 const ORT_SO: &str = "libonnxruntime.so.1.31.1";
 const ORT_SO_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 /// Must equal `converter_version` written by xtask/py/gguf2onnx.py; bump both to force reconversion.
-const CONVERTER_VERSION: u64 = 1;
+const CONVERTER_VERSION: u64 = 2;
 /// The int8 variant's quantization method, as quantize_int8.py records it.
 const INT8_METHOD: &str = "onnxruntime.quantization.MatMulNBitsQuantizer";
 /// The default model's pin file.
@@ -348,10 +348,16 @@ fn ensure_fp32(python: &Path, pin: &Pin, gguf: &Path, out: &Path, force: bool) -
 }
 
 fn ensure_int8(python: &Path, fp32: &Path, out: &Path, force: bool) -> Result<()> {
-    let fp32_onnx =
-        manifest(fp32).and_then(|m| m["checksums"]["model.onnx"].as_str().map(str::to_owned));
+    let fp32_manifest = manifest(fp32);
+    let fp32_onnx = fp32_manifest
+        .as_ref()
+        .and_then(|m| m["checksums"]["model.onnx"].as_str().map(str::to_owned));
+    let fp32_lm_head = fp32_manifest
+        .as_ref()
+        .map(|m| m["checksums"]["lm_head.safetensors"].clone());
     let current = manifest(out).is_some_and(|m| {
         fp32_onnx.is_some()
+            && fp32_lm_head.as_ref() == Some(&m["checksums"]["lm_head.safetensors"])
             && m["provenance"]["quantization"]["source_onnx_sha256"].as_str()
                 == fp32_onnx.as_deref()
             && m["provenance"]["quantization"]["method"] == INT8_METHOD

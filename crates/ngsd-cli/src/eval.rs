@@ -10,7 +10,7 @@ use ngsd_eval::{ConfigSpec, Finish, GenOutput, Generator, KeywordJudge, Progress
 use ngsd_gate::Gate;
 use ngsd_runtime::{FinishReason, GenerateConfig, ModelOptions};
 
-use crate::safety::{self, ExpertSpec};
+use crate::safety::{self, ExpertSpec, Trained};
 
 /// The decoder behind the harness: one base model, gates and experts loaded once per
 /// configuration and kept.
@@ -19,6 +19,8 @@ struct DecoderGenerator {
     options: ModelOptions,
     dirs: Vec<PathBuf>,
     gates: HashMap<String, Box<dyn Gate + Send>>,
+    reflections: HashMap<String, Reflection>,
+    trained: Trained,
     experts: HashMap<String, Box<dyn Expert>>,
     current_expert: String,
     decode: DecodeConfig,
@@ -40,7 +42,17 @@ impl DecoderGenerator {
         let next = match self.experts.remove(key) {
             Some(e) => e,
             None => {
-                let spec: ExpertSpec = key.parse()?;
+                let spec = match key.parse()? {
+                    ExpertSpec::Head(None) => {
+                        ExpertSpec::Head(Some(self.trained.expert.clone().with_context(|| {
+                            format!(
+                                "expert `head` means the model's trained expert, but there is no {} for this model; use `head:FILE`",
+                                safety::EXPERT_FILE
+                            )
+                        })?))
+                    }
+                    other => other,
+                };
                 safety::build_expert(
                     &spec,
                     None,
@@ -68,27 +80,43 @@ impl Generator for DecoderGenerator {
         let key = Self::expert_key(config);
         self.select_expert(&key).map_err(|e| format!("{e:#}"))?;
         if !self.gates.contains_key(&config.name) {
-            let gate = safety::load_gate(
-                &config.gate,
-                &config.gate_config,
-                &self.dirs,
-                &self.models.base,
-            )
-            .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?;
+            let params = if config.gate == "sigmoid" {
+                safety::with_weights(&config.gate_config, self.trained.gate.as_deref())
+            } else {
+                config.gate_config.clone()
+            };
+            let gate = safety::load_gate(&config.gate, &params, &self.dirs, &self.models.base)
+                .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?;
             self.gates.insert(config.name.clone(), gate);
         }
+        if !self.reflections.contains_key(&config.name) {
+            let reflection = match config.reflection {
+                ngsd_eval::Reflection::Off => Reflection::Fixed(config.alpha),
+                ngsd_eval::Reflection::Generative => Reflection::generative(),
+                ngsd_eval::Reflection::Probe => {
+                    let Some(weights) = self.trained.gate.as_deref() else {
+                        return Err(format!(
+                            "configuration `{}`: probe reflection needs the model's trained neuron ({}), and there is none",
+                            config.name,
+                            safety::GATE_FILE
+                        )
+                        .into());
+                    };
+                    let params = safety::with_weights("timing = token", Some(weights));
+                    Reflection::Probe {
+                        gate: safety::load_gate("sigmoid", &params, &self.dirs, &self.models.base)
+                            .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?,
+                        map: Default::default(),
+                    }
+                }
+            };
+            self.reflections.insert(config.name.clone(), reflection);
+        }
         let gate = self.gates.get_mut(&config.name).ok_or("gate vanished")?;
-        let mut reflection = match config.reflection {
-            ngsd_eval::Reflection::Off => Reflection::Fixed(config.alpha),
-            ngsd_eval::Reflection::Generative => Reflection::generative(),
-            ngsd_eval::Reflection::Probe => {
-                return Err(format!(
-                    "configuration `{}`: probe reflection is not available in suites yet (it needs trained probe weights)",
-                    config.name
-                )
-                .into());
-            }
-        };
+        let reflection = self
+            .reflections
+            .get_mut(&config.name)
+            .ok_or("reflection vanished")?;
         let request = Request {
             prompt: prompt.to_string(),
             ..Default::default()
@@ -97,7 +125,7 @@ impl Generator for DecoderGenerator {
             &request,
             &mut self.models,
             gate.as_mut(),
-            &mut reflection,
+            reflection,
             &self.decode,
             |_| {},
         )?;
@@ -162,6 +190,8 @@ pub fn run(
         options: settings.options.clone(),
         dirs,
         gates: HashMap::new(),
+        reflections: HashMap::new(),
+        trained: Trained::find(&settings.dir),
         experts: HashMap::new(),
         current_expert: "prompt".into(),
         decode,

@@ -3,6 +3,7 @@
 mod eval;
 mod safety;
 mod settings;
+mod train;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ enum Command {
     /// Run an evaluation suite (datasets × configurations), resumable, and write results.json,
     /// results.md and the trade-off and speed plots.
     Eval(EvalArgs),
+    /// Train the learned parts for a base model: the gate neuron and the head expert.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
 }
 
 #[derive(Debug, Args)]
@@ -84,7 +88,7 @@ enum ModelCommand {
 
 /// Flags shared by commands that load a model.
 #[derive(Debug, Args)]
-struct ModelFlags {
+pub(crate) struct ModelFlags {
     /// Model package folder (or its .onnx file) [default: the embedded SmolLM2-135M-Instruct].
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
@@ -100,7 +104,7 @@ struct ModelFlags {
 }
 
 impl ModelFlags {
-    fn apply(&self, raw: &mut RawConfig) {
+    pub(crate) fn apply(&self, raw: &mut RawConfig) {
         if let Some(m) = &self.model {
             raw.model = Some(m.clone());
         }
@@ -148,23 +152,27 @@ struct GenerateArgs {
     /// Print token counts, speed and the finish reason to stderr.
     #[arg(long)]
     stats: bool,
-    /// Gate: a plugin name (`lif`, `sigmoid`, `never`, ... see `ngsd gates list`) or a path to
-    /// a plugin library [default: lif].
+    /// Gate: a plugin name (`sigmoid`, `lif`, `never`, ... see `ngsd gates list`) or a path to
+    /// a plugin library [default: sigmoid over the model's trained neuron when it has one
+    /// (models/<name>/gate.safetensors or gate.safetensors beside the model), else lif].
     #[arg(long, value_name = "NAME|PATH")]
     gate: Option<String>,
     /// The gate's parameters, `key = value` pairs separated by `;` or newlines
     /// (e.g. "tau = 8; threshold = 1.0").
     #[arg(long, value_name = "PARAMS")]
     gate_config: Option<String>,
-    /// Expert: `prompt` (the base model under a safety system prompt) or `model:DIR` (a separate
-    /// ONNX decoder sharing the base tokenizer) [default: prompt].
+    /// Expert: `head` (the model's trained head expert), `head:FILE` (one from `ngsd train
+    /// expert`), `prompt` (the base model under a safety system prompt) or `model:DIR` (a
+    /// separate ONNX decoder sharing the base tokenizer) [default: head when the model has a
+    /// trained expert, else prompt].
     #[arg(long, value_name = "KIND")]
     expert: Option<String>,
     /// Fixed steering strength α in [0, 1] (implies --reflection off).
     #[arg(long, value_name = "A")]
     alpha: Option<f32>,
     /// How α is set: off (fixed --alpha, default 0.9), generative (the base model rates the
-    /// request's risk), probe (a neuron's probability on the prompt) [default: generative].
+    /// request's risk), probe (a neuron's probability on the prompt) [default: probe with the
+    /// model's trained neuron when it has one, else generative].
     #[arg(long, value_name = "MODE")]
     reflection: Option<String>,
     /// Write one JSON line per generated token, then a summary line, to FILE.
@@ -239,6 +247,7 @@ fn run(cli: Cli) -> Result<()> {
             let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
             eval::run(&args.suite, &args.out, args.limit, &settings, dirs)
         }
+        Command::Train(cmd) => train::run(cmd, raw),
     }
 }
 
@@ -279,9 +288,10 @@ fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
         raw.stop = Some(args.stop.clone());
     }
     let gen_cfg = GenerateConfig::try_from(&raw)?;
-    let mut safety = safety::SafetySettings::from_raw(&raw, gen_cfg)?;
-    safety.decode.trace = args.trace.is_some();
     let settings = ModelSettings::try_from(&raw)?;
+    let trained = safety::Trained::find(&settings.dir);
+    let mut safety = safety::SafetySettings::from_raw(&raw, gen_cfg, &trained)?;
+    safety.decode.trace = args.trace.is_some();
     let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
 
     let (model, tokenizer, template) = load_model(&settings)?;

@@ -1,20 +1,91 @@
 //! Turning the safety settings (gate, expert, reflection, steering) into the validated parts
 //! ngsd-decode takes: a loaded gate plugin, an expert, a reflection mode and a `DecodeConfig`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use ngsd_decode::reflection::AlphaMap;
-use ngsd_decode::{DecodeConfig, Divergence, Expert, ModelExpert, PromptExpert, Reflection};
+use ngsd_decode::{
+    DecodeConfig, Divergence, Expert, HeadExpert, ModelExpert, PromptExpert, Reflection,
+};
 use ngsd_gate::{FailurePolicy, Gate, HostContext};
 use ngsd_runtime::{GenerateConfig, Model, ModelOptions, Tokenizer};
 
 use crate::settings::RawConfig;
 
-/// Default gate until a trained neuron ships: the paper's LIF neuron over the divergence.
-pub const DEFAULT_GATE: &str = "lif";
+/// Default gate of a model with a trained neuron: the single-neuron sigmoid gate.
+pub const DEFAULT_GATE: &str = "sigmoid";
+/// Default gate of a model without one: the paper's LIF neuron over the divergence.
+pub const UNTRAINED_GATE: &str = "lif";
+/// File name of a trained gate neuron beside a model (or in the checkout's models/<name>/).
+pub const GATE_FILE: &str = "gate.safetensors";
+/// File name of a trained head expert beside a model (or in the checkout's models/<name>/).
+pub const EXPERT_FILE: &str = "expert.safetensors";
+
+/// The trained files for a model, when there are any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trained {
+    /// The gate neuron (`ngsd train gate`).
+    pub gate: Option<PathBuf>,
+    /// The head expert (`ngsd train expert`).
+    pub expert: Option<PathBuf>,
+}
+
+impl Trained {
+    /// Looks for `gate.safetensors` and `expert.safetensors` in the model folder, then in
+    /// `models/<model name>/` of the checkout (searched upwards from the executable and the
+    /// current directory), where the default model's trained files are committed.
+    pub fn find(model_dir: &Path) -> Trained {
+        let name = ngsd_runtime::ModelPackage::open(model_dir)
+            .ok()
+            .map(|p| p.manifest.name);
+        let mut dirs = vec![model_dir.to_path_buf()];
+        if let Some(name) = name {
+            let exe_dir = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_path_buf));
+            let cwd = std::env::current_dir().ok();
+            if let Some(d) = exe_dir
+                .iter()
+                .chain(cwd.iter())
+                .flat_map(|start| start.ancestors().map(|d| d.join("models").join(&name)))
+                .find(|d| d.join(GATE_FILE).is_file() || d.join(EXPERT_FILE).is_file())
+            {
+                dirs.push(d);
+            }
+        }
+        let pick = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.is_file());
+        Trained {
+            gate: pick(GATE_FILE),
+            expert: pick(EXPERT_FILE),
+        }
+    }
+}
+
+/// Adds `weights = "<path>"` to gate parameters that name none.
+pub fn with_weights(params: &str, weights: Option<&Path>) -> String {
+    let has = params.split([';', '\n']).any(|item| {
+        item.split_once('=')
+            .is_some_and(|(k, _)| k.trim() == "weights")
+    });
+    match weights {
+        Some(w) if !has => {
+            let quoted = w
+                .display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
+            if params.trim().is_empty() {
+                format!("weights = \"{quoted}\"")
+            } else {
+                format!("{params}\nweights = \"{quoted}\"")
+            }
+        }
+        _ => params.to_string(),
+    }
+}
 /// α when reflection is off and none is given (the paper's high-risk level).
 pub const DEFAULT_ALPHA: f32 = 0.9;
 
@@ -25,6 +96,9 @@ pub enum ExpertSpec {
     Prompt,
     /// A separate decoder package.
     Model(PathBuf),
+    /// A low-rank adapter read through the base model's LM head (`ngsd train expert`);
+    /// `None` means the model's trained one.
+    Head(Option<PathBuf>),
 }
 
 impl std::str::FromStr for ExpertSpec {
@@ -32,6 +106,14 @@ impl std::str::FromStr for ExpertSpec {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "prompt" => Ok(ExpertSpec::Prompt),
+            "head" => Ok(ExpertSpec::Head(None)),
+            _ if s.starts_with("head:") => {
+                let file = &s["head:".len()..];
+                if file.is_empty() {
+                    bail!("invalid expert: `head:` needs a file, e.g. `head:expert.safetensors`");
+                }
+                Ok(ExpertSpec::Head(Some(PathBuf::from(file))))
+            }
             _ if s.starts_with("model:") => {
                 let dir = &s["model:".len()..];
                 if dir.is_empty() {
@@ -40,7 +122,9 @@ impl std::str::FromStr for ExpertSpec {
                 Ok(ExpertSpec::Model(PathBuf::from(dir)))
             }
             other => {
-                bail!("invalid expert: unknown expert kind `{other}`; use `prompt` or `model:DIR`")
+                bail!(
+                    "invalid expert: unknown expert kind `{other}`; use `prompt`, `head`, `head:FILE` or `model:DIR`"
+                )
             }
         }
     }
@@ -67,8 +151,27 @@ pub enum ReflectionSpec {
 
 impl SafetySettings {
     /// Validates the raw settings; `generate` carries token budget and sampling.
-    pub fn from_raw(raw: &RawConfig, generate: GenerateConfig) -> Result<Self> {
-        let expert: ExpertSpec = raw.expert.as_deref().unwrap_or("prompt").parse()?;
+    ///
+    /// Defaults depend on `trained`, the model's trained files: with a trained neuron the
+    /// gate is `sigmoid` over it and α comes from the same neuron (probe reflection); with a
+    /// trained expert the expert is `head`. Without them: the `lif` gate, the `prompt` expert
+    /// and generative reflection.
+    pub fn from_raw(raw: &RawConfig, generate: GenerateConfig, trained: &Trained) -> Result<Self> {
+        let expert: ExpertSpec = match raw.expert.as_deref() {
+            Some(e) => e.parse()?,
+            None if trained.expert.is_some() => ExpertSpec::Head(None),
+            None => ExpertSpec::Prompt,
+        };
+        let expert = match expert {
+            ExpertSpec::Head(None) => ExpertSpec::Head(Some(trained.expert.clone().ok_or_else(
+                || {
+                    anyhow::anyhow!(
+                        "invalid expert: `head` means the model's trained expert, but there is no {EXPERT_FILE} beside the model or in the checkout's models/<model name>/; train one with `ngsd train expert` and pass `head:FILE`"
+                    )
+                },
+            )?)),
+            other => other,
+        };
         let mode = raw.reflection.as_deref();
         if let Some(a) = raw.alpha {
             if !(0.0..=1.0).contains(&a) || a.is_nan() {
@@ -85,6 +188,10 @@ impl SafetySettings {
             (Some("off"), a) | (None, a @ Some(_)) => {
                 ReflectionSpec::Off(a.unwrap_or(DEFAULT_ALPHA))
             }
+            (None, None) if trained.gate.is_some() => ReflectionSpec::Probe {
+                gate: "sigmoid".into(),
+                params: with_weights("timing = token", trained.gate.as_deref()),
+            },
             (Some("generative") | None, None) => ReflectionSpec::Generative {
                 budget: raw.reflection_budget.unwrap_or(64),
                 timeout: Duration::from_millis(raw.reflection_timeout_ms.unwrap_or(30_000)),
@@ -93,6 +200,9 @@ impl SafetySettings {
                 gate: raw.probe.clone().unwrap_or_else(|| "sigmoid".into()),
                 params: {
                     let mut p = raw.probe_config.clone().unwrap_or_default();
+                    if raw.probe.as_deref().is_none_or(|g| g == "sigmoid") {
+                        p = with_weights(&p, trained.gate.as_deref());
+                    }
                     // The probe reads the neuron's probability, re-deciding on what it is given.
                     if !p.contains("timing") {
                         if !p.is_empty() {
@@ -135,9 +245,18 @@ impl SafetySettings {
             trace: false,
         };
         decode.validate()?;
+        let gate = match &raw.gate {
+            Some(g) => g.clone(),
+            None if trained.gate.is_some() => DEFAULT_GATE.into(),
+            None => UNTRAINED_GATE.into(),
+        };
+        let mut gate_params = raw.gate_config.clone().unwrap_or_default();
+        if gate == "sigmoid" {
+            gate_params = with_weights(&gate_params, trained.gate.as_deref());
+        }
         Ok(SafetySettings {
-            gate: raw.gate.clone().unwrap_or_else(|| DEFAULT_GATE.into()),
-            gate_params: raw.gate_config.clone().unwrap_or_default(),
+            gate,
+            gate_params,
             expert,
             expert_system: raw.expert_system.clone(),
             reflection,
@@ -182,6 +301,13 @@ pub fn build_expert(
 ) -> Result<Box<dyn Expert>> {
     Ok(match spec {
         ExpertSpec::Prompt => Box::new(PromptExpert::new(base, system)?),
+        ExpertSpec::Head(Some(file)) => Box::new(
+            HeadExpert::load(file, base)
+                .with_context(|| format!("loading the head expert {}", file.display()))?,
+        ),
+        ExpertSpec::Head(None) => {
+            bail!("the `head` expert needs its file (head:FILE); none was resolved")
+        }
         ExpertSpec::Model(dir) => Box::new(
             ModelExpert::load(dir, options, base, tokenizer, system)
                 .with_context(|| format!("loading the expert model in {}", dir.display()))?,

@@ -470,7 +470,7 @@ pub fn generate(
         let mut p_expert: Option<&[f32]> = None;
         if needs_expert_to_decide {
             let t = Instant::now();
-            p_expert = Some(models.expert.probs(&mut models.base, hidden)?);
+            p_expert = Some(models.expert.probs(&mut models.base, hidden, logits)?);
             timings.expert_ms += ms(t.elapsed());
         }
         let divergence = match p_expert {
@@ -535,7 +535,7 @@ pub fn generate(
                 Some(pe) => pe,
                 None => {
                     let t = Instant::now();
-                    let pe = models.expert.probs(&mut models.base, hidden)?;
+                    let pe = models.expert.probs(&mut models.base, hidden, logits)?;
                     timings.expert_ms += ms(t.elapsed());
                     pe
                 }

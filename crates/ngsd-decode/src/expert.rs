@@ -32,9 +32,15 @@ pub trait Expert {
 
     /// The expert's next-token distribution after every token pushed so far.
     ///
-    /// `base` is the base model (the `prompt` expert runs on it) and `base_hidden` the base
-    /// model's current final hidden state (for experts that read it).
-    fn probs(&mut self, base: &mut Model, base_hidden: &[f32]) -> Result<&[f32]>;
+    /// `base` is the base model (the `prompt` expert runs on it); `base_hidden` and
+    /// `base_logits` are the base model's current final hidden state and logits (for experts
+    /// that read them, like `head`).
+    fn probs(
+        &mut self,
+        base: &mut Model,
+        base_hidden: &[f32],
+        base_logits: &[f32],
+    ) -> Result<&[f32]>;
 
     /// Forward passes made since [`Expert::begin`].
     fn forward_passes(&self) -> usize;
@@ -102,7 +108,7 @@ impl LazySequence {
 
 /// The prompt text for one user message: through the chat template (with `system` when given),
 /// or, raw, the system text and the message separated by a blank line.
-pub(crate) fn render(
+pub fn render(
     template: Option<&ChatTemplate>,
     system: Option<&str>,
     user: &str,
@@ -166,7 +172,7 @@ impl Expert for PromptExpert {
         self.seq.pending.push(token);
     }
 
-    fn probs(&mut self, base: &mut Model, _base_hidden: &[f32]) -> Result<&[f32]> {
+    fn probs(&mut self, base: &mut Model, _hidden: &[f32], _logits: &[f32]) -> Result<&[f32]> {
         self.seq.probs(base)
     }
 
@@ -249,7 +255,7 @@ impl Expert for ModelExpert {
         self.seq.pending.push(token);
     }
 
-    fn probs(&mut self, _base: &mut Model, _base_hidden: &[f32]) -> Result<&[f32]> {
+    fn probs(&mut self, _base: &mut Model, _hidden: &[f32], _logits: &[f32]) -> Result<&[f32]> {
         self.seq.probs(&mut self.model)
     }
 

@@ -11,6 +11,7 @@ mod decoder;
 pub mod early_stop;
 mod error;
 mod expert;
+mod head;
 pub mod reflection;
 pub mod steer;
 mod stop;
@@ -18,6 +19,9 @@ pub mod trace;
 
 pub use decoder::{DecodeConfig, EARLY_STOP, Models, Output, Reflection, Request, generate};
 pub use error::{Error, Result};
-pub use expert::{DEFAULT_SAFETY_PROMPT, Expert, ModelExpert, PromptExpert};
+pub use expert::{
+    DEFAULT_SAFETY_PROMPT, Expert, ModelExpert, PromptExpert, render as render_prompt,
+};
+pub use head::{HEAD_EXPERT_FORMAT, HeadAdapter, HeadExpert, LmHead};
 pub use steer::Divergence;
 pub use stop::{EarlyStop, EarlyStopState};

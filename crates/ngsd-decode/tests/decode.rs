@@ -146,11 +146,11 @@ fn lazy_catch_up_matches_stepping_the_expert_every_token() {
     // The eager expert computes a distribution after every token; the lazy one only at the end.
     for &t in &continuation {
         eager.push(t);
-        eager.probs(&mut base, &[]).unwrap();
+        eager.probs(&mut base, &[], &[]).unwrap();
         lazy.push(t);
     }
-    let p_eager = eager.probs(&mut base, &[]).unwrap().to_vec();
-    let p_lazy = lazy.probs(&mut base, &[]).unwrap().to_vec();
+    let p_eager = eager.probs(&mut base, &[], &[]).unwrap().to_vec();
+    let p_lazy = lazy.probs(&mut base, &[], &[]).unwrap().to_vec();
     let d = p_eager
         .iter()
         .zip(&p_lazy)

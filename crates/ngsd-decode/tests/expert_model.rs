@@ -45,7 +45,7 @@ fn an_expert_with_the_same_tokenizer_loads_and_steps() {
     )
     .unwrap();
     expert.begin("Hello", false).unwrap();
-    let p = expert.probs(&mut base, &[]).unwrap();
+    let p = expert.probs(&mut base, &[], &[]).unwrap();
     assert_eq!(p.len(), 49152);
     assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-3);
 }

@@ -506,6 +506,38 @@ impl Model {
         positions: Positions,
         out: &mut ForwardOut,
     ) -> Result<()> {
+        cache.past = self.run(&cache.past, cache.len, ids, positions, out)?;
+        cache.len += ids.len();
+        Ok(())
+    }
+
+    /// Like [`Model::forward`], but leaves `prefix` as it is and returns a new cache holding
+    /// the prefix and `ids`: one shared prefix (say, a system prompt) serves many sequences
+    /// without being recomputed or copied beforehand.
+    pub fn forward_from(
+        &mut self,
+        prefix: &KvCache,
+        ids: &[u32],
+        positions: Positions,
+        out: &mut ForwardOut,
+    ) -> Result<KvCache> {
+        let past = self.run(&prefix.past, prefix.len, ids, positions, out)?;
+        Ok(KvCache {
+            past,
+            len: prefix.len + ids.len(),
+        })
+    }
+
+    /// One forward pass after `past` (holding `past_len` positions); returns the present
+    /// key/value tensors.
+    fn run(
+        &mut self,
+        past: &[DynValue],
+        past_len: usize,
+        ids: &[u32],
+        positions: Positions,
+        out: &mut ForwardOut,
+    ) -> Result<Vec<DynValue>> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument {
                 name: "input ids",
@@ -513,7 +545,7 @@ impl Model {
             });
         }
         let n = ids.len();
-        let total = cache.len + n;
+        let total = past_len + n;
         if total > self.max_context() {
             return Err(Error::ContextOverflow {
                 prompt_tokens: total,
@@ -524,7 +556,7 @@ impl Model {
         self.ids_buf.extend(ids.iter().map(|&t| i64::from(t)));
         self.mask_buf.resize(total, 1);
         self.pos_buf.clear();
-        self.pos_buf.extend((cache.len as i64)..(total as i64));
+        self.pos_buf.extend((past_len as i64)..(total as i64));
 
         let Model {
             session,
@@ -550,7 +582,7 @@ impl Model {
                 InputSlot::PositionIds => TensorRef::from_array_view((shape_ids, &pos_buf[..]))
                     .map_err(Error::run)?
                     .into(),
-                InputSlot::Past(j) => (&cache.past[*j]).into(),
+                InputSlot::Past(j) => (&past[*j]).into(),
             };
             inputs.push(value);
         }
@@ -595,13 +627,14 @@ impl Model {
             }
             out.hidden.extend_from_slice(&h[first * width..]);
         }
-        for (j, name) in self.present_names.iter().enumerate() {
-            cache.past[j] = outputs
-                .remove(name.as_str())
-                .ok_or_else(|| Error::Run(format!("the model did not return `{name}`")))?;
-        }
-        cache.len = total;
-        Ok(())
+        self.present_names
+            .iter()
+            .map(|name| {
+                outputs
+                    .remove(name.as_str())
+                    .ok_or_else(|| Error::Run(format!("the model did not return `{name}`")))
+            })
+            .collect()
     }
 }
 

@@ -78,6 +78,10 @@ pub struct Files {
     /// A Jinja chat template file (optional: a package may have none).
     #[serde(default)]
     pub chat_template: Option<String>,
+    /// The LM-head matrix `weight` [vocab, hidden] as safetensors (optional; `head` experts
+    /// need it). Written by the converter; for other exports, see `cargo xtask export-hidden`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm_head: Option<String>,
 }
 
 /// Names of the decoder graph's inputs and outputs. `{i}` stands for the layer index.
@@ -210,6 +214,7 @@ impl ModelPackage {
             ("ONNX file", Some(package.onnx_path())),
             ("tokenizer", Some(package.tokenizer_path())),
             ("chat template", package.chat_template_path()),
+            ("LM-head file", package.lm_head_path()),
         ] {
             if let Some(file) = file
                 && !file.is_file()
@@ -239,6 +244,15 @@ impl ModelPackage {
         self.manifest
             .files
             .chat_template
+            .as_ref()
+            .map(|f| self.dir.join(f))
+    }
+
+    /// Path of the LM-head matrix file, if the package has one.
+    pub fn lm_head_path(&self) -> Option<PathBuf> {
+        self.manifest
+            .files
+            .lm_head
             .as_ref()
             .map(|f| self.dir.join(f))
     }
@@ -426,6 +440,10 @@ mod hf {
                 onnx,
                 tokenizer: "tokenizer.json".into(),
                 chat_template,
+                lm_head: dir
+                    .join("lm_head.safetensors")
+                    .is_file()
+                    .then(|| "lm_head.safetensors".to_string()),
             },
             hidden_size,
             vocab_size,

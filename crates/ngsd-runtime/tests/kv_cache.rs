@@ -103,3 +103,53 @@ fn all_positions_of_a_chunk_match_single_steps() {
         assert!(d <= 1e-3, "position {i}: max |Δ logits| = {d}");
     }
 }
+
+#[test]
+fn a_shared_prefix_serves_several_sequences_unchanged() {
+    // `forward_from` leaves the prefix cache as it is: two continuations of one prefix give the
+    // same logits as running each whole sequence from scratch, and the prefix still serves.
+    let (mut model, tokenizer, _) = common::load();
+    let vocab = model.vocab_size();
+    let prefix = tokenizer
+        .encode("You are a helpful assistant.\nUser:")
+        .unwrap();
+    let mut shared = model.new_cache().unwrap();
+    let mut out = ForwardOut::default();
+    model
+        .forward(&mut shared, &prefix, Positions::Last, &mut out)
+        .unwrap();
+    for rest in [
+        " Name a colour.",
+        " What is two plus two?",
+        " Name a colour.",
+    ] {
+        let rest = tokenizer.encode(rest).unwrap();
+        let mut via_prefix = ForwardOut::default();
+        let mut cache = model
+            .forward_from(&shared, &rest, Positions::Last, &mut via_prefix)
+            .unwrap();
+        assert_eq!(cache.len(), prefix.len() + rest.len());
+        assert_eq!(shared.len(), prefix.len(), "the prefix is left as it was");
+
+        let mut whole: Vec<u32> = prefix.clone();
+        whole.extend_from_slice(&rest);
+        let mut fresh = model.new_cache().unwrap();
+        let mut direct = ForwardOut::default();
+        model
+            .forward(&mut fresh, &whole, Positions::Last, &mut direct)
+            .unwrap();
+        let d = via_prefix
+            .last_logits(vocab)
+            .iter()
+            .zip(direct.last_logits(vocab))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-3, "max |Δ logits| = {d}");
+        // The returned cache continues like any other.
+        let next = argmax(via_prefix.last_logits(vocab));
+        model
+            .forward(&mut cache, &[next], Positions::Last, &mut via_prefix)
+            .unwrap();
+        assert_eq!(cache.len(), whole.len() + 1);
+    }
+}

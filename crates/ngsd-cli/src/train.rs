@@ -1,0 +1,471 @@
+//! `ngsd train gate` and `ngsd train expert`: read the data, run the base model, fit, report,
+//! and write the safetensors file atomically.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use ngsd_decode::LmHead;
+use ngsd_train::data::{self, Example, FileSpec};
+use ngsd_train::expert::{self, ExpertTrainConfig, RefusalPair};
+use ngsd_train::features::Encoder;
+use ngsd_train::gate::{self, GateTrainConfig, ThresholdRule};
+
+use crate::settings::{ModelSettings, RawConfig};
+use crate::{ModelFlags, load_model};
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Fit the gate neuron: logistic regression on the base model's last prompt hidden state,
+    /// class-balanced, L2 chosen by cross-validation, standardisation and threshold stored in
+    /// the output file (read by the `sigmoid` gate's `weights` parameter).
+    Gate(TrainGateArgs),
+    /// Train the `head` expert: a low-rank adapter on the base model's final hidden state,
+    /// read through the model's LM head, taught to refuse harmful prompts and to match the
+    /// base model on benign ones (use with `--expert head:FILE`).
+    Expert(TrainExpertArgs),
+}
+
+/// Where the labelled prompts come from.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Training-set file (TOML): `[[datasets]]` entries as in evaluation suites (path,
+    /// text-field, label = "harmful" | "benign", optional ids, where, limit). Repeatable.
+    #[arg(long = "data", value_name = "FILE")]
+    sets: Vec<PathBuf>,
+    /// A file of harmful prompts (.json, .jsonl or .csv). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    harmful: Vec<PathBuf>,
+    /// A file of benign prompts (.json, .jsonl or .csv). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    benign: Vec<PathBuf>,
+    /// The prompt field of the --harmful/--benign files [default: the first of prompt, goal,
+    /// Goal, text, question, instruction that the file has].
+    #[arg(long, value_name = "NAME")]
+    text_field: Option<String>,
+    /// Keep only rows of the --harmful/--benign files whose FIELD equals VALUE (e.g. label=0).
+    #[arg(long = "where", value_name = "FIELD=VALUE")]
+    filter: Option<String>,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<Vec<Example>> {
+        if self.sets.is_empty() && self.harmful.is_empty() && self.benign.is_empty() {
+            bail!(
+                "no training data: name a training-set file with --data FILE.toml, or files with --harmful FILE and --benign FILE"
+            );
+        }
+        let filter = self.filter.as_deref().map(data::parse_filter).transpose()?;
+        let mut all = Vec::new();
+        for set in &self.sets {
+            all.extend(
+                data::load_set_file(set)
+                    .with_context(|| format!("reading the training set {}", set.display()))?,
+            );
+        }
+        for (files, harmful) in [(&self.harmful, true), (&self.benign, false)] {
+            for path in files {
+                all.extend(data::load_file(&FileSpec {
+                    path: path.clone(),
+                    harmful,
+                    text_field: self.text_field.clone(),
+                    filter: filter.clone(),
+                })?);
+            }
+        }
+        Ok(all)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainGateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output file (safetensors: weight, bias, mean, std; metadata: model checksum, hidden
+    /// size, threshold, training data). Written atomically.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Threshold rule: the lowest p at which at most this share of the benign training
+    /// prompts (each scored by a model fitted without it) fire.
+    #[arg(
+        long,
+        value_name = "R",
+        default_value_t = 0.01,
+        conflicts_with = "recall"
+    )]
+    benign_fire_rate: f64,
+    /// Threshold rule instead: the highest p at which this share of the harmful training
+    /// prompts (scored the same way) still fire.
+    #[arg(long, value_name = "R")]
+    recall: Option<f64>,
+    /// Cross-validation folds.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    folds: usize,
+    /// Also write the training report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainExpertArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Refusals to teach (a file with a `response` field per row, e.g. JSON Lines); each
+    /// harmful prompt is paired with one, drawn with the seed. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    refusals: Vec<PathBuf>,
+    /// Prompt-refusal pairs: rows with `prompt` and `response` fields, or a `text` field
+    /// in the form "USER: … ASSISTANT: …". Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pairs: Vec<PathBuf>,
+    /// Output file (safetensors: lora_a [rank, hidden], lora_b [hidden, rank]). Written
+    /// atomically.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Adapter rank.
+    #[arg(long, default_value_t = 32)]
+    rank: usize,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 6)]
+    epochs: usize,
+    /// Adam learning rate.
+    #[arg(long = "learning-rate", value_name = "LR", default_value_t = 3e-3)]
+    learning_rate: f32,
+    /// Greedy base-model tokens per benign prompt (training positions that keep the expert
+    /// close to the base).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    benign_steps: usize,
+    /// Weight of staying close to the base on benign text, against learning the refusals
+    /// (1 = equal halves).
+    #[arg(long, value_name = "W", default_value_t = 3.0)]
+    benign_weight: f32,
+    /// Seed (refusal pairing, initialisation, shuffling, hold-out).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the training report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelFlags,
+}
+
+fn check_out(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        bail!(
+            "--out {} is a folder; name the file to write, e.g. {}/gate.safetensors",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Metadata common to both files: the model they belong to and how they were made.
+fn provenance(model: &ngsd_runtime::Model, examples: &[Example]) -> BTreeMap<String, String> {
+    let mut counts: BTreeMap<(bool, &str), usize> = BTreeMap::new();
+    for e in examples {
+        *counts.entry((e.harmful, e.set.as_str())).or_default() += 1;
+    }
+    let describe = |harmful: bool| {
+        counts
+            .iter()
+            .filter(|((h, _), _)| *h == harmful)
+            .map(|((_, s), n)| format!("{s} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let pkg = model.package();
+    let mut m = BTreeMap::new();
+    m.insert("hidden_size".into(), model.hidden_size().to_string());
+    m.insert("vocab_size".into(), model.vocab_size().to_string());
+    m.insert("model".into(), pkg.manifest.name.clone());
+    if let Some(sha) = pkg.manifest.checksums.get(&pkg.manifest.files.onnx) {
+        m.insert("model_sha256".into(), sha.clone());
+    }
+    m.insert(
+        "training_data".into(),
+        format!("harmful: {}; benign: {}", describe(true), describe(false)),
+    );
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    m.insert("command".into(), format!("ngsd {}", args.join(" ")));
+    m
+}
+
+fn write_report(path: Option<&Path>, report: &impl serde::Serialize) -> Result<()> {
+    if let Some(p) = path {
+        let text = serde_json::to_string_pretty(report)? + "\n";
+        ngsd_train::gate::write_atomic(p, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+pub fn run(cmd: TrainCommand, mut raw: RawConfig) -> Result<()> {
+    match cmd {
+        TrainCommand::Gate(args) => {
+            args.model.apply(&mut raw);
+            train_gate(&args, &raw)
+        }
+        TrainCommand::Expert(args) => {
+            args.model.apply(&mut raw);
+            train_expert(&args, &raw)
+        }
+    }
+}
+
+fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
+    check_out(&args.out)?;
+    let rule = match args.recall {
+        Some(r) if !(0.5..=1.0).contains(&r) => {
+            bail!("invalid --recall {r}: use a share in [0.5, 1], e.g. 0.97")
+        }
+        Some(r) => ThresholdRule::HarmfulRecall(r),
+        None if !(0.0..0.5).contains(&args.benign_fire_rate) => bail!(
+            "invalid --benign-fire-rate {}: use a share in [0, 0.5), e.g. 0.01",
+            args.benign_fire_rate
+        ),
+        None => ThresholdRule::BenignFireRate(args.benign_fire_rate),
+    };
+    if args.folds < 2 {
+        bail!(
+            "invalid --folds {}: cross-validation needs at least 2",
+            args.folds
+        );
+    }
+    let examples = args.data.load()?;
+    let (harmful, benign) = data::check_classes(&examples)?;
+    let start = Instant::now();
+    let settings = ModelSettings::try_from(raw)?;
+    let (mut model, _, _) = load_model(&settings)?;
+    if !model.has_hidden_state() {
+        bail!(
+            "the model in {} has no `last_hidden_state` output; add it with `cargo xtask export-hidden <model.onnx>`",
+            settings.dir.display()
+        );
+    }
+    eprintln!("reading {harmful} harmful and {benign} benign prompts through the base model");
+    let meta = provenance(&model, &examples);
+    let mut enc = Encoder::new(&mut model)?;
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let features = enc.prompt_features(&texts, "prompt hidden states")?;
+    let t_fit = Instant::now();
+    let cfg = GateTrainConfig {
+        folds: args.folds,
+        rule,
+        ..GateTrainConfig::default()
+    };
+    let (trained, report) = gate::train_gate(&examples, &features, &cfg);
+    let st = trained.to_safetensors(meta);
+    ngsd_train::gate::write_atomic(&args.out, &st.to_bytes())?;
+    write_report(args.report.as_deref(), &report)?;
+
+    println!(
+        "gate neuron: {} harmful / {} benign prompts, L2 {} (5-fold CV over {:?})",
+        report.harmful, report.benign, report.l2, cfg.l2_grid
+    );
+    println!(
+        "threshold p ≥ {:.4}: {}",
+        report.threshold, report.threshold_rule
+    );
+    println!("out-of-fold AUROC, all prompts: {:.3}", report.auroc);
+    println!(
+        "{:<28} {:<28} {:>6} {:>14} {:>12}",
+        "harmful set", "benign set", "AUROC", "harmful fired", "benign quiet"
+    );
+    for p in &report.pairs {
+        println!(
+            "{:<28} {:<28} {:>6.3} {:>13.1}% {:>11.1}%",
+            p.harmful,
+            p.benign,
+            p.auroc,
+            100.0 * p.harmful_recall,
+            100.0 * p.benign_pass
+        );
+    }
+    println!(
+        "wrote {} in {:.0} s (features {:.0} s, fitting {:.0} s)",
+        args.out.display(),
+        start.elapsed().as_secs_f64(),
+        (t_fit - start).as_secs_f64(),
+        t_fit.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Reads `USER: … ASSISTANT: …` text or prompt/response rows.
+fn load_pairs(path: &Path) -> Result<Vec<RefusalPair>> {
+    let read = |field: &str| {
+        data::load_file(&FileSpec {
+            path: path.to_owned(),
+            harmful: true,
+            text_field: Some(field.into()),
+            filter: None,
+        })
+    };
+    if let Ok(rows) = read("text") {
+        return rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let t = r.text.trim().trim_end_matches("</s>");
+                let (user, answer) = t.split_once("ASSISTANT:").with_context(|| {
+                    format!(
+                        "{} row {i}: `text` has no \"ASSISTANT:\" part",
+                        path.display()
+                    )
+                })?;
+                Ok(RefusalPair {
+                    prompt: user.trim().trim_start_matches("USER:").trim().to_owned(),
+                    response: answer.trim().to_owned(),
+                })
+            })
+            .collect();
+    }
+    let prompts = read("prompt").with_context(|| {
+        format!(
+            "{}: pairs need a `text` field (\"USER: … ASSISTANT: …\") or `prompt` and `response` fields",
+            path.display()
+        )
+    })?;
+    let responses = read("response")?;
+    Ok(prompts
+        .into_iter()
+        .zip(responses)
+        .map(|(p, r)| RefusalPair {
+            prompt: p.text,
+            response: r.text,
+        })
+        .collect())
+}
+
+fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
+    check_out(&args.out)?;
+    if args.rank == 0 || args.epochs == 0 {
+        bail!("--rank and --epochs must be at least 1");
+    }
+    if !(args.benign_weight >= 0.0 && args.benign_weight.is_finite()) {
+        bail!(
+            "invalid --benign-weight {}: use a number ≥ 0, e.g. 3",
+            args.benign_weight
+        );
+    }
+    let examples = args.data.load()?;
+    let mut refusals = Vec::new();
+    for path in &args.refusals {
+        refusals.extend(
+            data::load_file(&FileSpec {
+                path: path.clone(),
+                harmful: true,
+                text_field: Some("response".into()),
+                filter: None,
+            })?
+            .into_iter()
+            .map(|e| e.text),
+        );
+    }
+    let mut pairs = Vec::new();
+    for path in &args.pairs {
+        pairs.extend(load_pairs(path)?);
+    }
+    let harmful: Vec<&Example> = examples.iter().filter(|e| e.harmful).collect();
+    if !harmful.is_empty() && refusals.is_empty() {
+        bail!(
+            "{} harmful prompts but no refusals to pair them with; add --refusals FILE (rows with a `response` field)",
+            harmful.len()
+        );
+    }
+    // Pair each harmful prompt with a refusal, drawn with the seed.
+    let mut state = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for e in &harmful {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        pairs.push(RefusalPair {
+            prompt: e.text.clone(),
+            response: refusals[(state % refusals.len() as u64) as usize].clone(),
+        });
+    }
+    let benign: Vec<String> = examples
+        .iter()
+        .filter(|e| !e.harmful)
+        .map(|e| e.text.clone())
+        .collect();
+    if pairs.is_empty() || benign.is_empty() {
+        bail!(
+            "the expert needs harmful prompts with refusals and benign prompts; got {} pairs and {} benign prompts",
+            pairs.len(),
+            benign.len()
+        );
+    }
+    let start = Instant::now();
+    let settings = ModelSettings::try_from(raw)?;
+    let (mut model, _, _) = load_model(&settings)?;
+    if !model.has_hidden_state() {
+        bail!(
+            "the model in {} has no `last_hidden_state` output; add it with `cargo xtask export-hidden <model.onnx>`",
+            settings.dir.display()
+        );
+    }
+    let head = LmHead::load(&model)?;
+    let meta = provenance(&model, &examples);
+    let cfg = ExpertTrainConfig {
+        rank: args.rank,
+        epochs: args.epochs,
+        learning_rate: args.learning_rate,
+        benign_steps: args.benign_steps,
+        benign_weight: args.benign_weight,
+        seed: args.seed,
+        ..ExpertTrainConfig::default()
+    };
+    eprintln!(
+        "teacher-forcing {} refusals and {} benign continuations through the base model",
+        pairs.len(),
+        benign.len()
+    );
+    let mut enc = Encoder::new(&mut model)?;
+    let positions = expert::collect(&mut enc, &pairs, &benign, &cfg)?;
+    let t_fit = Instant::now();
+    let (trained, report) = expert::train_expert(&positions, &head, &cfg)?;
+    let mut meta = meta;
+    meta.insert(
+        "heldout_refusal_accuracy".into(),
+        format!("{:.4}", report.heldout_refusal_accuracy),
+    );
+    meta.insert(
+        "heldout_benign_agreement".into(),
+        format!("{:.4}", report.heldout_benign_agreement),
+    );
+    let st = trained.to_safetensors(meta);
+    ngsd_train::gate::write_atomic(&args.out, &st.to_bytes())?;
+    write_report(args.report.as_deref(), &report)?;
+    println!(
+        "head expert: rank {} ({} parameters), {} refusal + {} benign training positions",
+        report.rank, report.parameters, report.train_positions.0, report.train_positions.1
+    );
+    for (i, (ce, kl)) in report.epoch_loss.iter().enumerate() {
+        println!(
+            "  epoch {}: refusal cross-entropy {ce:.3}, benign KL {kl:.4}",
+            i + 1
+        );
+    }
+    println!(
+        "held out ({} refusal, {} benign positions): refusal top-1 {:.1}%, benign top-1 = base {:.1}%, benign KL {:.4}",
+        report.heldout_positions.0,
+        report.heldout_positions.1,
+        100.0 * report.heldout_refusal_accuracy,
+        100.0 * report.heldout_benign_agreement,
+        report.heldout_benign_kl
+    );
+    println!(
+        "wrote {} in {:.0} s (data {:.0} s, optimisation {:.0} s)",
+        args.out.display(),
+        start.elapsed().as_secs_f64(),
+        (t_fit - start).as_secs_f64(),
+        t_fit.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

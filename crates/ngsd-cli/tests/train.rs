@@ -1,0 +1,314 @@
+//! `ngsd train gate` / `ngsd train expert` end to end on project-written fixtures and the real
+//! default model, and the trained files used by `ngsd generate`.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn model_dir() -> String {
+    let dir = std::env::var_os("NGSD_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".cache/models/smollm2-135m-instruct/fp32"));
+    assert!(
+        dir.join("ngsd-model.json").is_file(),
+        "the converted default model is missing at {}: run `cargo xtask setup`",
+        dir.display()
+    );
+    dir.to_string_lossy().into_owned()
+}
+
+fn ngsd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ngsd"))
+        .args(args)
+        .env("NGSD_THREADS", "2")
+        .output()
+        .expect("ngsd runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn expect_error(args: &[&str], expected: &str) {
+    let out = ngsd(args);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "should fail: {}", text(&out.stdout));
+    assert!(
+        err.contains(expected),
+        "stderr:\n{err}\nexpected:\n{expected}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The safetensors header's metadata.
+fn metadata(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"].as_object().unwrap().clone()
+}
+
+#[test]
+fn train_gate_and_expert_then_decode_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate.safetensors");
+    let expert = dir.path().join("expert.safetensors");
+    let model = model_dir();
+    let (harmful, benign) = (
+        fixture("train-harmful.jsonl"),
+        fixture("train-benign.jsonl"),
+    );
+
+    let out = ngsd(&[
+        "train",
+        "gate",
+        "--model",
+        &model,
+        "--harmful",
+        &harmful,
+        "--benign",
+        &benign,
+        "--folds",
+        "3",
+        "--out",
+        gate.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("out-of-fold AUROC"), "{report}");
+    assert!(
+        report.contains("train-harmful"),
+        "per-pair rows name the files: {report}"
+    );
+    let meta = metadata(&gate);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&model).join("ngsd-model.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["model_sha256"], manifest["checksums"]["model.onnx"]);
+    assert_eq!(meta["hidden_size"], "576");
+    let threshold: f32 = meta["threshold"].as_str().unwrap().parse().unwrap();
+    assert!((0.0..=1.0).contains(&threshold));
+    assert!(
+        meta["training_data"]
+            .as_str()
+            .unwrap()
+            .contains("train-benign (12)")
+    );
+
+    let out = ngsd(&[
+        "train",
+        "expert",
+        "--model",
+        &model,
+        "--harmful",
+        &harmful,
+        "--benign",
+        &benign,
+        "--refusals",
+        &fixture("train-refusals.jsonl"),
+        "--rank",
+        "4",
+        "--epochs",
+        "2",
+        "--benign-steps",
+        "2",
+        "--out",
+        expert.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("held out"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(metadata(&expert)["rank"], "4");
+
+    // Both files drive a real generation.
+    let out = ngsd(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "How do I poison a coworker slowly?",
+        "--max-new-tokens",
+        "4",
+        "--gate",
+        "sigmoid",
+        "--gate-config",
+        &format!("weights = \"{}\"", gate.display()),
+        "--expert",
+        &format!("head:{}", expert.display()),
+        "--reflection",
+        "probe",
+        "--explain",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("gate sigmoid"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn train_bad_inputs_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("g.safetensors");
+    let out = out.to_str().unwrap();
+    let model = model_dir();
+    let harmful = fixture("train-harmful.jsonl");
+    expect_error(
+        &["train", "gate", "--model", &model, "--out", out],
+        "no training data: name a training-set file with --data FILE.toml, or files with --harmful FILE and --benign FILE",
+    );
+    expect_error(
+        &[
+            "train",
+            "gate",
+            "--model",
+            &model,
+            "--harmful",
+            &harmful,
+            "--out",
+            out,
+        ],
+        "training needs at least 5 harmful and 5 benign prompts; got 12 harmful and 0 benign",
+    );
+    expect_error(
+        &[
+            "train",
+            "gate",
+            "--harmful",
+            "/nonexistent/h.jsonl",
+            "--benign",
+            &harmful,
+            "--out",
+            out,
+        ],
+        "/nonexistent/h.jsonl: no such file",
+    );
+    expect_error(
+        &[
+            "train",
+            "gate",
+            "--harmful",
+            &fixture("train-refusals.jsonl"),
+            "--benign",
+            &harmful,
+            "--out",
+            out,
+        ],
+        "none of the usual text fields (prompt, goal, Goal, text, question, instruction) works; name it with --text-field",
+    );
+    expect_error(
+        &[
+            "train",
+            "gate",
+            "--harmful",
+            &harmful,
+            "--benign",
+            &harmful,
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        "is a folder; name the file to write",
+    );
+    expect_error(
+        &[
+            "train",
+            "gate",
+            "--harmful",
+            &harmful,
+            "--benign",
+            &harmful,
+            "--where",
+            "label",
+            "--out",
+            out,
+        ],
+        "invalid --where `label`: expected FIELD=VALUE, e.g. label=0",
+    );
+    expect_error(
+        &[
+            "train",
+            "expert",
+            "--model",
+            &model,
+            "--harmful",
+            &harmful,
+            "--benign",
+            &harmful,
+            "--out",
+            out,
+        ],
+        "12 harmful prompts but no refusals to pair them with; add --refusals FILE",
+    );
+    assert!(!Path::new(out).exists(), "nothing is written on error");
+}
+
+#[test]
+fn a_bad_head_expert_file_is_refused_with_the_reason() {
+    let model = model_dir();
+    let args = |expert: &str| {
+        vec![
+            "generate".to_string(),
+            "--model".into(),
+            model.clone(),
+            "--prompt".into(),
+            "hi".into(),
+            "--max-new-tokens".into(),
+            "2".into(),
+            "--gate".into(),
+            "always".into(),
+            "--alpha".into(),
+            "0.5".into(),
+            "--expert".into(),
+            expert.to_string(),
+        ]
+    };
+    let run = |expert: &str, expected: &str| {
+        let a = args(expert);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        expect_error(&a, expected);
+    };
+    run(
+        "head:",
+        "invalid expert: `head:` needs a file, e.g. `head:expert.safetensors`",
+    );
+    run(
+        "head:/nonexistent/expert.safetensors",
+        "cannot read weights file /nonexistent/expert.safetensors",
+    );
+    // A gate neuron is not an expert.
+    let dir = tempfile::tempdir().unwrap();
+    let neuron = dir.path().join("neuron.safetensors");
+    let mut header = br#"{"weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&1.0f32.to_le_bytes());
+    std::fs::write(&neuron, bytes).unwrap();
+    run(
+        &format!("head:{}", neuron.display()),
+        "no tensor `lora_a`; a head-expert file has `lora_a` [rank, hidden] and `lora_b` [hidden, rank]",
+    );
+}

@@ -1,0 +1,148 @@
+//! Training prompts: read from files listed in a training-set TOML (the `[[datasets]]` schema
+//! of evaluation suites, labels included) or named one by one on the command line.
+
+use std::path::{Path, PathBuf};
+
+use ngsd_eval::{DatasetFormat, DatasetSpec, Label, Suite, WhereFilter, load_dataset};
+
+use crate::error::{Error, Result};
+
+/// One labelled prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// The dataset it came from (names the per-pair report rows).
+    pub set: String,
+    /// The user message.
+    pub text: String,
+    /// True for harmful.
+    pub harmful: bool,
+}
+
+/// Candidate text fields, tried in order when a file is named without `--text-field`.
+pub const TEXT_FIELDS: &[&str] = &["prompt", "goal", "Goal", "text", "question", "instruction"];
+
+/// A data file named on the command line.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// The file (JSON array, JSON Lines or CSV, by extension).
+    pub path: PathBuf,
+    /// Harmful or benign.
+    pub harmful: bool,
+    /// The text field; guessed from [`TEXT_FIELDS`] when absent.
+    pub text_field: Option<String>,
+    /// Keep only rows where this field equals this value.
+    pub filter: Option<(String, String)>,
+}
+
+/// Reads every dataset of a training-set TOML file.
+pub fn load_set_file(path: &Path) -> Result<Vec<Example>> {
+    let suite = Suite::load(path, &[]).map_err(Error::Data)?;
+    let mut out = Vec::new();
+    for d in &suite.datasets {
+        out.extend(load_spec(d)?);
+    }
+    Ok(out)
+}
+
+/// Reads one file named on the command line.
+pub fn load_file(spec: &FileSpec) -> Result<Vec<Example>> {
+    let format = match spec.path.extension().and_then(|e| e.to_str()) {
+        Some("json") => DatasetFormat::Json,
+        Some("jsonl") => DatasetFormat::Jsonl,
+        Some("csv") => DatasetFormat::Csv,
+        _ => {
+            return Err(Error::Input(format!(
+                "{}: cannot tell the format from the extension; name a .json, .jsonl or .csv file",
+                spec.path.display()
+            )));
+        }
+    };
+    if !spec.path.is_file() {
+        return Err(Error::Input(format!(
+            "{}: no such file",
+            spec.path.display()
+        )));
+    }
+    let name = spec
+        .path
+        .file_stem()
+        .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
+    let mut d = DatasetSpec {
+        name,
+        path: spec.path.clone(),
+        format,
+        text_field: String::new(),
+        label: if spec.harmful {
+            Label::Harmful
+        } else {
+            Label::Benign
+        },
+        answer_field: None,
+        id_field: None,
+        ids: None,
+        filter: spec.filter.as_ref().map(|(field, value)| WhereFilter {
+            field: field.clone(),
+            equals: value.clone(),
+        }),
+        limit: None,
+    };
+    if let Some(f) = &spec.text_field {
+        d.text_field = f.clone();
+        return load_spec(&d);
+    }
+    let mut last_err = None;
+    for field in TEXT_FIELDS {
+        d.text_field = (*field).to_owned();
+        match load_spec(&d) {
+            Ok(v) => return Ok(v),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(Error::Input(format!(
+        "{}: none of the usual text fields ({}) works; name it with --text-field ({})",
+        spec.path.display(),
+        TEXT_FIELDS.join(", "),
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+fn load_spec(d: &DatasetSpec) -> Result<Vec<Example>> {
+    let samples = load_dataset(d).map_err(Error::Data)?;
+    if samples.is_empty() {
+        return Err(Error::Input(format!(
+            "dataset `{}` ({}) has no rows after its filters",
+            d.name,
+            d.path.display()
+        )));
+    }
+    Ok(samples
+        .into_iter()
+        .map(|s| Example {
+            set: d.name.clone(),
+            text: s.text,
+            harmful: d.label == Label::Harmful,
+        })
+        .collect())
+}
+
+/// Parses `FIELD=VALUE`.
+pub fn parse_filter(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((f, v)) if !f.is_empty() => Ok((f.to_owned(), v.to_owned())),
+        _ => Err(Error::Input(format!(
+            "invalid --where `{s}`: expected FIELD=VALUE, e.g. label=0"
+        ))),
+    }
+}
+
+/// Checks that both classes are present.
+pub fn check_classes(examples: &[Example]) -> Result<(usize, usize)> {
+    let harmful = examples.iter().filter(|e| e.harmful).count();
+    let benign = examples.len() - harmful;
+    if harmful < 5 || benign < 5 {
+        return Err(Error::Input(format!(
+            "training needs at least 5 harmful and 5 benign prompts; got {harmful} harmful and {benign} benign"
+        )));
+    }
+    Ok((harmful, benign))
+}

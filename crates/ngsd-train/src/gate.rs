@@ -1,0 +1,238 @@
+//! Fitting the gate neuron: logistic regression on the prompt's last hidden state, L2 chosen
+//! by cross-validation, threshold chosen on out-of-fold predictions, reported per dataset pair.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ndarray::Array2;
+use ngsd_gate::safetensors::{SafeTensors, Tensor};
+use serde::Serialize;
+
+use crate::data::Example;
+use crate::error::Result;
+use crate::logreg::{
+    Logistic, Standardizer, auroc, balanced_log_loss, cross_val_predict, stratified_folds,
+    threshold_for_negative_rate, threshold_for_recall,
+};
+
+/// Format tag in the metadata of neuron files.
+pub const GATE_FORMAT: &str = "ngsd-gate-neuron/1";
+
+/// Settings of `ngsd train gate`.
+#[derive(Debug, Clone)]
+pub struct GateTrainConfig {
+    /// Cross-validation folds.
+    pub folds: usize,
+    /// L2 strengths tried (on standardised features, class-balanced mean loss).
+    pub l2_grid: Vec<f64>,
+    /// How the threshold is chosen from out-of-fold predictions.
+    pub rule: ThresholdRule,
+    /// Seed of the fold assignment.
+    pub seed: u64,
+}
+
+impl Default for GateTrainConfig {
+    fn default() -> Self {
+        GateTrainConfig {
+            folds: 5,
+            l2_grid: vec![1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+            rule: ThresholdRule::BenignFireRate(0.01),
+            seed: 1,
+        }
+    }
+}
+
+/// How the decision threshold is chosen, always from out-of-fold predictions on the
+/// training prompts (never from evaluation data).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdRule {
+    /// The lowest threshold at which at most this share of benign prompts fire.
+    BenignFireRate(f64),
+    /// The highest threshold at which at least this share of harmful prompts fire.
+    HarmfulRecall(f64),
+}
+
+impl ThresholdRule {
+    fn describe(self) -> String {
+        match self {
+            ThresholdRule::BenignFireRate(r) => format!(
+                "the lowest p at which at most {:.1}% of the benign training prompts fire, each scored by a model fitted without its fold",
+                r * 100.0
+            ),
+            ThresholdRule::HarmfulRecall(r) => format!(
+                "the highest p at which {:.1}% of the harmful training prompts still fire, each scored by a model fitted without its fold",
+                r * 100.0
+            ),
+        }
+    }
+}
+
+/// Held-out figures for one harmful set against one benign set.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairReport {
+    /// Harmful dataset.
+    pub harmful: String,
+    /// Benign dataset.
+    pub benign: String,
+    /// Out-of-fold AUROC.
+    pub auroc: f64,
+    /// Out-of-fold share of the harmful set at or above the threshold.
+    pub harmful_recall: f64,
+    /// Out-of-fold share of the benign set below the threshold.
+    pub benign_pass: f64,
+}
+
+/// What training measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateReport {
+    /// Harmful / benign prompts.
+    pub harmful: usize,
+    /// Benign prompts.
+    pub benign: usize,
+    /// Cross-validated balanced log loss per L2 strength.
+    pub l2_search: Vec<(f64, f64)>,
+    /// Chosen L2.
+    pub l2: f64,
+    /// Chosen threshold and how.
+    pub threshold: f32,
+    /// The rule that chose it.
+    pub threshold_rule: String,
+    /// Out-of-fold AUROC over all prompts.
+    pub auroc: f64,
+    /// Per dataset pair.
+    pub pairs: Vec<PairReport>,
+}
+
+/// A fitted neuron with its standardisation and threshold.
+#[derive(Debug, Clone)]
+pub struct TrainedGate {
+    /// Feature standardisation.
+    pub standardizer: Standardizer,
+    /// The neuron over standardised features.
+    pub neuron: Logistic,
+    /// Decision threshold on p.
+    pub threshold: f32,
+}
+
+/// Fits the neuron on `features` (one row per example).
+pub fn train_gate(
+    examples: &[Example],
+    features: &Array2<f32>,
+    cfg: &GateTrainConfig,
+) -> (TrainedGate, GateReport) {
+    let y: Vec<bool> = examples.iter().map(|e| e.harmful).collect();
+    let folds = stratified_folds(&y, cfg.folds, cfg.seed);
+    let mut search = Vec::new();
+    let mut best: Option<(f64, f64, Vec<f32>)> = None;
+    for &l2 in &cfg.l2_grid {
+        let p = cross_val_predict(features.view(), &y, &folds, cfg.folds, l2);
+        let loss = balanced_log_loss(&p, &y);
+        tracing::info!(l2, loss, "cross-validated balanced log loss");
+        search.push((l2, loss));
+        if best.as_ref().is_none_or(|b| loss < b.1) {
+            best = Some((l2, loss, p));
+        }
+    }
+    let (l2, _, oof) = best.expect("a non-empty L2 grid");
+    let threshold = match cfg.rule {
+        ThresholdRule::BenignFireRate(r) => threshold_for_negative_rate(&oof, &y, r),
+        ThresholdRule::HarmfulRecall(r) => threshold_for_recall(&oof, &y, r),
+    };
+    let st = Standardizer::fit(features.view());
+    let neuron = Logistic::fit(st.apply(features.view()).view(), &y, l2);
+
+    let mut sets: BTreeMap<(bool, String), Vec<usize>> = BTreeMap::new();
+    for (i, e) in examples.iter().enumerate() {
+        sets.entry((e.harmful, e.set.clone())).or_default().push(i);
+    }
+    let mut pairs = Vec::new();
+    for ((h, hname), hi) in &sets {
+        if !h {
+            continue;
+        }
+        for ((b, bname), bi) in &sets {
+            if *b {
+                continue;
+            }
+            let idx: Vec<usize> = hi.iter().chain(bi).copied().collect();
+            let p: Vec<f32> = idx.iter().map(|&i| oof[i]).collect();
+            let t: Vec<bool> = idx.iter().map(|&i| y[i]).collect();
+            pairs.push(PairReport {
+                harmful: hname.clone(),
+                benign: bname.clone(),
+                auroc: auroc(&p, &t).unwrap_or(f64::NAN),
+                harmful_recall: share(hi, |i| oof[i] >= threshold),
+                benign_pass: share(bi, |i| oof[i] < threshold),
+            });
+        }
+    }
+    let report = GateReport {
+        harmful: y.iter().filter(|&&v| v).count(),
+        benign: y.iter().filter(|&&v| !v).count(),
+        l2_search: search,
+        l2,
+        threshold,
+        threshold_rule: cfg.rule.describe(),
+        auroc: auroc(&oof, &y).unwrap_or(f64::NAN),
+        pairs,
+    };
+    (
+        TrainedGate {
+            standardizer: st,
+            neuron,
+            threshold,
+        },
+        report,
+    )
+}
+
+fn share(rows: &[usize], f: impl Fn(usize) -> bool) -> f64 {
+    rows.iter().filter(|&&i| f(i)).count() as f64 / rows.len().max(1) as f64
+}
+
+impl TrainedGate {
+    /// The neuron as the sigmoid gate reads it, with `metadata` added.
+    pub fn to_safetensors(&self, metadata: BTreeMap<String, String>) -> SafeTensors {
+        let mut st = SafeTensors::logistic_neuron(self.neuron.weight.to_vec(), self.neuron.bias);
+        let h = self.neuron.weight.len();
+        for (name, v) in [
+            ("mean", &self.standardizer.mean),
+            ("std", &self.standardizer.std),
+        ] {
+            st.tensors.insert(
+                name.to_owned(),
+                Tensor {
+                    shape: vec![h],
+                    data: v.to_vec(),
+                },
+            );
+        }
+        st.metadata.extend(metadata);
+        st.metadata
+            .insert("threshold".to_owned(), format!("{}", self.threshold));
+        st.metadata
+            .insert("format".to_owned(), GATE_FORMAT.to_owned());
+        st
+    }
+}
+
+/// Writes bytes to `path` atomically (a temporary file beside it, then a rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |source| crate::error::Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
