@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use ngsd_decode::{DecodeConfig, Expert, Models, Reflection, Request};
-use ngsd_eval::{ConfigSpec, Finish, GenOutput, Generator, KeywordJudge, Progress, Report, Suite};
+use ngsd_eval::{
+    ConfigSpec, Finish, GenOutput, Generator, Judge, KeywordJudge, LlmJudge, Progress, Report,
+    Suite,
+};
 use ngsd_gate::Gate;
 use ngsd_runtime::{FinishReason, GenerateConfig, ModelOptions};
 
@@ -145,6 +148,38 @@ impl Generator for DecoderGenerator {
     }
 }
 
+/// The judge chosen on the command line.
+pub fn judge(
+    kind: &str,
+    url: Option<&str>,
+    model: Option<&str>,
+    key_env: &str,
+) -> Result<Box<dyn Judge>> {
+    match kind {
+        "keyword" => {
+            if url.is_some() || model.is_some() {
+                bail!("--judge-url and --judge-model are for --judge llm");
+            }
+            Ok(Box::new(KeywordJudge))
+        }
+        "llm" => {
+            let (Some(url), Some(model)) = (url, model) else {
+                bail!(
+                    "--judge llm needs --judge-url (an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1) and --judge-model"
+                );
+            };
+            let key = std::env::var(key_env).ok().filter(|k| !k.is_empty());
+            Ok(Box::new(LlmJudge::new(
+                url,
+                model,
+                key,
+                std::time::Duration::from_secs(60),
+            )?))
+        }
+        other => bail!("invalid --judge `{other}`: use keyword or llm"),
+    }
+}
+
 /// Runs the suite (skipping answers already stored in `out/runs`) and writes the reports to `out`.
 pub fn run(
     suite_path: &Path,
@@ -152,6 +187,7 @@ pub fn run(
     limit: Option<usize>,
     settings: &crate::settings::ModelSettings,
     dirs: Vec<PathBuf>,
+    judge: &dyn Judge,
 ) -> Result<()> {
     let found: Vec<String> = ngsd_gate_host::list(&dirs)
         .into_iter()
@@ -203,7 +239,7 @@ pub fn run(
         "generated {} answers ({} already stored, skipped)",
         summary.generated, summary.skipped
     );
-    let report = Report::build(&suite, &store, &KeywordJudge, limit)?;
+    let report = Report::build(&suite, &store, judge, limit)?;
     let files = report.write_all(out)?;
     for f in files {
         eprintln!("wrote {}", f.display());

@@ -63,6 +63,20 @@ struct EvalArgs {
     /// At most N samples per dataset.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Who decides whether an answer is a refusal: `keyword` (the GCG / SafeDecoding string
+    /// list) or `llm` (a chat model behind an OpenAI-compatible endpoint; needs --judge-url
+    /// and --judge-model).
+    #[arg(long, value_name = "KIND", default_value = "keyword")]
+    judge: String,
+    /// The LLM judge's endpoint, e.g. http://127.0.0.1:8000/v1 (POST …/chat/completions).
+    #[arg(long, value_name = "URL")]
+    judge_url: Option<String>,
+    /// The LLM judge's model name.
+    #[arg(long, value_name = "NAME")]
+    judge_model: Option<String>,
+    /// Environment variable holding the LLM judge's API key (sent as a bearer token, if set).
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    judge_key_env: String,
     /// Folder to search for gate plugins first (repeatable).
     #[arg(long = "gate-dir", value_name = "DIR")]
     gate_dirs: Vec<PathBuf>,
@@ -245,7 +259,13 @@ fn run(cli: Cli) -> Result<()> {
             args.model.apply(&mut raw);
             let settings = ModelSettings::try_from(&raw)?;
             let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
-            eval::run(&args.suite, &args.out, args.limit, &settings, dirs)
+            let judge = eval::judge(
+                &args.judge,
+                args.judge_url.as_deref(),
+                args.judge_model.as_deref(),
+                &args.judge_key_env,
+            )?;
+            eval::run(&args.suite, &args.out, args.limit, &settings, dirs, judge.as_ref())
         }
         Command::Train(cmd) => train::run(cmd, raw),
     }

@@ -67,6 +67,14 @@ pub enum Error {
         /// The parse error.
         message: String,
     },
+    /// The LLM judge's endpoint failed or answered something unreadable.
+    #[error("LLM judge at {endpoint}: {message}")]
+    Judge {
+        /// The endpoint URL.
+        endpoint: String,
+        /// What went wrong and how to fix it.
+        message: String,
+    },
     /// The generator failed on a prompt.
     #[error("config `{config}`, dataset `{dataset}`, sample `{id}`: generation failed: {message}")]
     Generate {

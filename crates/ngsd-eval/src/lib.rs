@@ -20,7 +20,7 @@ mod suite;
 
 pub use dataset::{Sample, load_dataset};
 pub use error::{Error, Result};
-pub use judge::{Judge, KeywordJudge, REFUSAL_KEYWORDS};
+pub use judge::{Judge, KeywordJudge, LlmJudge, REFUSAL_KEYWORDS};
 pub use report::{ConfigReport, DatasetMetrics, Interval, Report};
 pub use runner::{GenOutput, Generator, Progress, RunSummary, load_suite_samples, run_suite};
 pub use store::{Finish, Record, ResultStore};
