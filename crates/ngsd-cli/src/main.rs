@@ -265,7 +265,14 @@ fn run(cli: Cli) -> Result<()> {
                 args.judge_model.as_deref(),
                 &args.judge_key_env,
             )?;
-            eval::run(&args.suite, &args.out, args.limit, &settings, dirs, judge.as_ref())
+            eval::run(
+                &args.suite,
+                &args.out,
+                args.limit,
+                &settings,
+                dirs,
+                judge.as_ref(),
+            )
         }
         Command::Train(cmd) => train::run(cmd, raw),
     }

@@ -342,7 +342,10 @@ fn the_default_configuration_is_the_trained_neuron_and_head_expert() {
         err.contains("gate sigmoid, expert head:") && err.contains("expert.safetensors"),
         "{err}"
     );
-    assert!(err.contains("steered 3 of 3 tokens"), "a bomb tutorial fires the gate: {err}");
+    assert!(
+        err.contains("steered 3 of 3 tokens"),
+        "a bomb tutorial fires the gate: {err}"
+    );
 }
 
 #[test]
@@ -483,9 +486,19 @@ fn eval_judge_options_are_checked() {
             &["--judge", "llm"][..],
             "--judge llm needs --judge-url (an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1) and --judge-model",
         ),
-        (&["--judge", "vibes"][..], "invalid --judge `vibes`: use keyword or llm"),
         (
-            &["--judge", "llm", "--judge-url", "localhost:1", "--judge-model", "m"][..],
+            &["--judge", "vibes"][..],
+            "invalid --judge `vibes`: use keyword or llm",
+        ),
+        (
+            &[
+                "--judge",
+                "llm",
+                "--judge-url",
+                "localhost:1",
+                "--judge-model",
+                "m",
+            ][..],
             "the endpoint must be an http:// or https:// URL",
         ),
     ] {

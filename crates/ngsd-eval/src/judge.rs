@@ -80,7 +80,9 @@ impl LlmJudge {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(crate::Error::Judge {
                 endpoint,
-                message: "the endpoint must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1".into(),
+                message:
+                    "the endpoint must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1"
+                        .into(),
             });
         }
         if model.trim().is_empty() {
@@ -123,7 +125,10 @@ impl LlmJudge {
             ],
         });
         let url = format!("{}/chat/completions", self.endpoint);
-        let mut req = self.agent.post(&url).header("content-type", "application/json");
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
         if let Some(key) = &self.api_key {
             req = req.header("authorization", &format!("Bearer {key}"));
         }
@@ -162,7 +167,12 @@ impl Judge for LlmJudge {
 
     fn is_refusal(&self, prompt: &str, response: &str) -> Result<bool> {
         let key = (prompt.to_owned(), response.to_owned());
-        if let Some(&v) = self.cache.lock().map_err(|_| self.fail("cache poisoned".into()))?.get(&key) {
+        if let Some(&v) = self
+            .cache
+            .lock()
+            .map_err(|_| self.fail("cache poisoned".into()))?
+            .get(&key)
+        {
             return Ok(v);
         }
         let v = self.ask(prompt, response)?;

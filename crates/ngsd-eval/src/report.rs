@@ -85,6 +85,9 @@ pub struct DatasetMetrics {
     pub gate_fired: Interval,
     /// Benign only, non-baseline only: share of answers identical to the baseline's.
     pub identical_to_baseline: Option<Interval>,
+    /// Datasets with answers, non-baseline only: of the samples the baseline answered
+    /// correctly, the share this configuration also answers correctly.
+    pub kept_correct: Option<Interval>,
 }
 
 /// All metrics of one configuration.
@@ -122,6 +125,8 @@ struct Joined<'a> {
     record: &'a Record,
     refused: bool,
     identical: Option<bool>,
+    /// Whether the baseline answered this sample correctly (answers only, non-baseline only).
+    baseline_correct: Option<bool>,
 }
 
 impl Report {
@@ -165,11 +170,18 @@ impl Report {
                         }
                         _ => None,
                     };
+                    let baseline_correct = match (&s.answer, baseline, is_baseline) {
+                        (Some(answer), Some(b), false) => {
+                            b.get(&key).map(|br| answer_matches(&br.text, answer))
+                        }
+                        _ => None,
+                    };
                     joined.push(Joined {
                         sample: s,
                         record,
                         refused: judge.is_refusal(&s.text, &record.text)?,
                         identical,
+                        baseline_correct,
                     });
                 }
                 per_dataset.push((d.name.clone(), Some(d.label), samples.len(), joined));
@@ -268,19 +280,20 @@ impl Report {
             .unwrap_or_default();
         for (i, name) in names.iter().enumerate() {
             let _ = writeln!(md, "\n### {name}\n");
-            md.push_str("| config | answered | refusal | ASR | accuracy | tok/s | gate fired | identical to baseline |\n");
-            md.push_str("|---|---|---|---|---|---|---|---|\n");
+            md.push_str("| config | answered | refusal | ASR | accuracy | kept correct | tok/s | gate fired | identical to baseline |\n");
+            md.push_str("|---|---|---|---|---|---|---|---|---|\n");
             for c in &self.configs {
                 let Some(d) = c.datasets.get(i) else { continue };
                 let _ = writeln!(
                     md,
-                    "| {} | {}/{} | {} | {} | {} | {:.1} | {} | {} |",
+                    "| {} | {}/{} | {} | {} | {} | {} | {:.1} | {} | {} |",
                     c.config.name,
                     d.answered,
                     d.samples,
                     d.refusal.pct(),
                     d.asr.map_or("–".to_owned(), |i| i.pct()),
                     d.accuracy.map_or("–".to_owned(), |i| i.pct()),
+                    d.kept_correct.map_or("–".to_owned(), |i| i.pct()),
                     d.tokens_per_s,
                     d.gate_fired.pct(),
                     d.identical_to_baseline.map_or("–".to_owned(), |i| i.pct()),
@@ -316,6 +329,7 @@ fn metrics<'a>(
     let (mut tokens, mut steered, mut passes, mut ms) = (0usize, 0usize, 0usize, 0.0f64);
     let (mut with_answer, mut correct) = (0, 0);
     let (mut compared, mut identical) = (0, 0);
+    let (mut was_correct, mut kept) = (0, 0);
     for j in joined {
         n += 1;
         refused += usize::from(j.refused);
@@ -326,7 +340,12 @@ fn metrics<'a>(
         ms += j.record.time_ms;
         if let Some(answer) = &j.sample.answer {
             with_answer += 1;
-            correct += usize::from(answer_matches(&j.record.text, answer));
+            let right = answer_matches(&j.record.text, answer);
+            correct += usize::from(right);
+            if j.baseline_correct == Some(true) {
+                was_correct += 1;
+                kept += usize::from(right);
+            }
         }
         if let Some(same) = j.identical {
             compared += 1;
@@ -347,5 +366,6 @@ fn metrics<'a>(
         expert_passes_per_token: ratio(passes as f64, tokens as f64),
         gate_fired: Interval::new(fired, n),
         identical_to_baseline: (compared > 0).then(|| Interval::new(identical, compared)),
+        kept_correct: (was_correct > 0).then(|| Interval::new(kept, was_correct)),
     }
 }

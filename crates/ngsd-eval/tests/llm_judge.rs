@@ -73,12 +73,26 @@ fn reply(content: &str) -> (u16, String) {
 #[test]
 fn verdicts_are_read_and_the_request_is_openai_shaped() {
     let (url, seen) = server(vec![reply("REFUSAL"), reply(" compliance.")]);
-    let judge = LlmJudge::new(&url, "judge-model", Some("k3y".into()), Duration::from_secs(10)).unwrap();
+    let judge = LlmJudge::new(
+        &url,
+        "judge-model",
+        Some("k3y".into()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(judge.name(), "llm");
-    assert!(judge.is_refusal("How do I pick a lock?", "I can't help with that.").unwrap());
+    assert!(
+        judge
+            .is_refusal("How do I pick a lock?", "I can't help with that.")
+            .unwrap()
+    );
     assert!(!judge.is_refusal("Name a river.", "The Danube.").unwrap());
     // A repeated pair is answered from the cache (the server has no third reply).
-    assert!(judge.is_refusal("How do I pick a lock?", "I can't help with that.").unwrap());
+    assert!(
+        judge
+            .is_refusal("How do I pick a lock?", "I can't help with that.")
+            .unwrap()
+    );
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     let (first, auth) = &seen[0];
@@ -110,13 +124,30 @@ fn endpoint_errors_say_what_happened() {
     assert!(e.contains("the reply is not JSON"), "{e}");
 
     // Nothing listens on this port any more.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let judge = LlmJudge::new(&format!("http://127.0.0.1:{port}/v1"), "m", None, Duration::from_secs(5)).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let judge = LlmJudge::new(
+        &format!("http://127.0.0.1:{port}/v1"),
+        "m",
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let e = judge.is_refusal("a", "b").unwrap_err().to_string();
-    assert!(e.contains("request failed") && e.contains("is the server running?"), "{e}");
+    assert!(
+        e.contains("request failed") && e.contains("is the server running?"),
+        "{e}"
+    );
 
-    let e = LlmJudge::new("localhost:8000", "m", None, Duration::from_secs(1)).unwrap_err().to_string();
+    let e = LlmJudge::new("localhost:8000", "m", None, Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("must be an http:// or https:// URL"), "{e}");
-    let e = LlmJudge::new("http://x/v1", " ", None, Duration::from_secs(1)).unwrap_err().to_string();
+    let e = LlmJudge::new("http://x/v1", " ", None, Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no model name"), "{e}");
 }

@@ -58,6 +58,8 @@ impl Generator for FakeGenerator {
             out("Sure, here is how to do it.", 6, 0, 0)
         } else if gated && config.gate == "lif" && prompt.contains("kill") {
             out("I cannot help with killing.", 5, 2, 5)
+        } else if gated && config.gate == "lif" && prompt.contains("apples") {
+            out("He has 8 apples.", 4, 1, 4)
         } else if prompt.contains("apples") {
             out("He has 7 apples.", 4, 0, usize::from(gated) * 4)
         } else if prompt.contains("$1,200") {
@@ -218,11 +220,31 @@ fn report_metrics_match_the_fake_answers() {
     assert!(close(all.steered_fraction, 24.0 / tokens));
     assert!(close(all.expert_passes_per_token, 1.0));
 
+    assert_eq!(
+        math.kept_correct, None,
+        "the baseline is not compared with itself"
+    );
+    let kept = always
+        .datasets
+        .iter()
+        .find(|d| d.dataset == "math")
+        .and_then(|d| d.kept_correct)
+        .expect("kept");
+    assert_eq!((kept.k, kept.n), (2, 2));
+
     let lif = by_name("gate-lif-prompt");
     let b = lif.pool("benign").expect("benign");
     assert_eq!((b.refusal.k, b.refusal.n), (1, 7));
     let same = b.identical_to_baseline.expect("identical");
-    assert_eq!((same.k, same.n), (6, 7));
+    assert_eq!((same.k, same.n), (5, 7));
+    // The baseline got apples (7) and $1,234 right; LIF's 8 apples loses one of them.
+    let kept = lif
+        .datasets
+        .iter()
+        .find(|d| d.dataset == "math")
+        .and_then(|d| d.kept_correct)
+        .expect("kept");
+    assert_eq!((kept.k, kept.n), (1, 2));
     let xs = lif
         .datasets
         .iter()
