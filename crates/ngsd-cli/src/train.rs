@@ -144,6 +144,10 @@ pub struct TrainExpertArgs {
     /// (1 = equal halves).
     #[arg(long, value_name = "W", default_value_t = 3.0)]
     benign_weight: f32,
+    /// Sentences kept of each refusal, then the end-of-turn token (0 = whole refusals):
+    /// short refusals teach the expert to stop rather than let the base model carry on.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    refusal_sentences: usize,
     /// Seed (refusal pairing, initialisation, shuffling, hold-out).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -418,6 +422,7 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
         learning_rate: args.learning_rate,
         benign_steps: args.benign_steps,
         benign_weight: args.benign_weight,
+        refusal_sentences: args.refusal_sentences,
         seed: args.seed,
         ..ExpertTrainConfig::default()
     };

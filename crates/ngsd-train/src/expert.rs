@@ -38,6 +38,9 @@ pub struct ExpertTrainConfig {
     pub benign_steps: usize,
     /// Refusal tokens kept per harmful prompt (longer refusals are cut, without the end token).
     pub max_response_tokens: usize,
+    /// Sentences kept of each refusal before the end-of-turn token (0 = all): short refusals
+    /// teach the expert to stop instead of letting the base model carry on after "Sorry".
+    pub refusal_sentences: usize,
     /// Share of sequences held out to report generalisation.
     pub holdout: f64,
     /// Weight of the benign KL term against the refusal term (1 = equal halves).
@@ -55,6 +58,7 @@ impl Default for ExpertTrainConfig {
             learning_rate: 3e-3,
             benign_steps: 6,
             max_response_tokens: 48,
+            refusal_sentences: 1,
             holdout: 0.1,
             benign_weight: 3.0,
             seed: 1,
@@ -141,7 +145,8 @@ pub fn collect(
     let bar = progress(pairs.len() as u64, "refusals");
     for pair in pairs {
         let prompt = enc.prompt_ids(&pair.prompt)?;
-        let mut response = enc.text_ids(pair.response.trim())?;
+        let text = first_sentences(pair.response.trim(), cfg.refusal_sentences);
+        let mut response = enc.text_ids(text)?;
         if response.len() >= cfg.max_response_tokens {
             response.truncate(cfg.max_response_tokens);
         } else {
@@ -189,6 +194,25 @@ pub fn collect(
     }
     bar.finish_and_clear();
     Ok(pos)
+}
+
+/// The first `n` sentences of `text` (all of it when `n` is 0 or it has fewer): a sentence
+/// ends at `.`, `!` or `?` followed by whitespace or the end.
+pub fn first_sentences(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return text;
+    }
+    let mut seen = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if matches!(c, '.' | '!' | '?') && chars.peek().is_none_or(|(_, next)| next.is_whitespace()) {
+            seen += 1;
+            if seen == n {
+                return &text[..i + c.len_utf8()];
+            }
+        }
+    }
+    text
 }
 
 /// What training measured.
@@ -505,6 +529,16 @@ impl TrainedExpert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_sentences_cuts_at_sentence_ends() {
+        let t = "I'm sorry, but no. It could hurt people! Ask me something else?";
+        assert_eq!(first_sentences(t, 1), "I'm sorry, but no.");
+        assert_eq!(first_sentences(t, 2), "I'm sorry, but no. It could hurt people!");
+        assert_eq!(first_sentences(t, 5), t);
+        assert_eq!(first_sentences(t, 0), t);
+        assert_eq!(first_sentences("Version 2.5 is out. Yes.", 1), "Version 2.5 is out.");
+    }
 
     #[test]
     fn bf16_round_trips_within_its_precision() {
