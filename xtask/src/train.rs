@@ -42,7 +42,7 @@ pub const EXPERT_ARGS: &[&str] = &[
     "--data",
     "models/smollm2-135m-instruct/train.toml",
     "--refusals",
-    "models/training/refusals.jsonl",
+    "models/training/expert_refusals.jsonl",
     "--pairs",
     "../shared/datasets/refusal_sft_vicuna.json",
     "--out",

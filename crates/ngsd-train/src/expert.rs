@@ -205,7 +205,8 @@ pub fn first_sentences(text: &str, n: usize) -> &str {
     let mut seen = 0;
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
-        if matches!(c, '.' | '!' | '?') && chars.peek().is_none_or(|(_, next)| next.is_whitespace()) {
+        if matches!(c, '.' | '!' | '?') && chars.peek().is_none_or(|(_, next)| next.is_whitespace())
+        {
             seen += 1;
             if seen == n {
                 return &text[..i + c.len_utf8()];
@@ -534,10 +535,16 @@ mod tests {
     fn first_sentences_cuts_at_sentence_ends() {
         let t = "I'm sorry, but no. It could hurt people! Ask me something else?";
         assert_eq!(first_sentences(t, 1), "I'm sorry, but no.");
-        assert_eq!(first_sentences(t, 2), "I'm sorry, but no. It could hurt people!");
+        assert_eq!(
+            first_sentences(t, 2),
+            "I'm sorry, but no. It could hurt people!"
+        );
         assert_eq!(first_sentences(t, 5), t);
         assert_eq!(first_sentences(t, 0), t);
-        assert_eq!(first_sentences("Version 2.5 is out. Yes.", 1), "Version 2.5 is out.");
+        assert_eq!(
+            first_sentences("Version 2.5 is out. Yes.", 1),
+            "Version 2.5 is out."
+        );
     }
 
     #[test]
