@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use ngsd_eval::{Judge, LlmJudge};
 
+/// Each request seen: request line + body, and the authorization header.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
 /// Serves `replies` in order (status, body), one per connection; records each request body
 /// and authorization header.
-fn server(replies: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+fn server(replies: Vec<(u16, String)>) -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
