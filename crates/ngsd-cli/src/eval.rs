@@ -188,6 +188,7 @@ pub fn run(
     settings: &crate::settings::ModelSettings,
     dirs: Vec<PathBuf>,
     judge: &dyn Judge,
+    only: &[String],
 ) -> Result<()> {
     let found: Vec<String> = ngsd_gate_host::list(&dirs)
         .into_iter()
@@ -197,7 +198,22 @@ pub fn run(
         bail!("no gate plugins found; build them with `cargo build --workspace --release`");
     }
     let known: Vec<&str> = found.iter().map(String::as_str).collect();
-    let suite = Suite::load(suite_path, &known)?;
+    let mut suite = Suite::load(suite_path, &known)?;
+    if !only.is_empty() {
+        let names: Vec<String> = suite.configs.iter().map(|c| c.name.clone()).collect();
+        if let Some(unknown) = only.iter().find(|o| !names.contains(o)) {
+            bail!(
+                "--only `{unknown}`: the suite has no such configuration; it has {}",
+                names.join(", ")
+            );
+        }
+        suite.configs.retain(|c| only.contains(&c.name));
+        if let Some(b) = &suite.baseline
+            && !only.contains(b)
+        {
+            suite.baseline = None;
+        }
+    }
     let (base, tokenizer, template) = crate::load_model(settings)?;
     let expert = safety::build_expert(
         &ExpertSpec::Prompt,

@@ -74,6 +74,9 @@ struct EvalArgs {
     /// The LLM judge's model name.
     #[arg(long, value_name = "NAME")]
     judge_model: Option<String>,
+    /// Run and report only this configuration of the suite (repeatable).
+    #[arg(long, value_name = "NAME")]
+    only: Vec<String>,
     /// Environment variable holding the LLM judge's API key (sent as a bearer token, if set).
     #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
     judge_key_env: String,
@@ -272,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
                 &settings,
                 dirs,
                 judge.as_ref(),
+                &args.only,
             )
         }
         Command::Train(cmd) => train::run(cmd, raw),
