@@ -175,12 +175,13 @@ def run(args) -> None:
         raise SurgeryError(f"model has no 'logits' output (outputs: {', '.join(outs[:6])}{', ...' if len(outs) > 6 else ''})")
     if HIDDEN in outs:
         log(f"'{HIDDEN}' is already an output; copying the model unchanged")
-        if os.path.abspath(args.model) != os.path.abspath(args.out):
-            save(model, args.out, args.external_data)
+        # before saving: saving with external data empties the in-memory initializers
         try:
             write_lm_head(g, find_hidden(g)[2], args.out)
         except SurgeryError as e:
             log(f"not writing lm_head.safetensors: {e}")
+        if os.path.abspath(args.model) != os.path.abspath(args.out):
+            save(model, args.out, args.external_data)
         return
     if any(HIDDEN in n.output for n in g.node):
         raise SurgeryError(f"a node already produces a tensor named '{HIDDEN}' that is not a graph output")
@@ -193,8 +194,9 @@ def run(args) -> None:
     seq = (dims[1].dim_param or "sequence_length") if len(dims) > 1 else "sequence_length"
     g.node.append(helper.make_node("Identity", [src], [HIDDEN], name="/model/last_hidden_state"))
     g.output.append(helper.make_tensor_value_info(HIDDEN, TensorProto.FLOAT, [batch, seq, hidden if hidden else "hidden_size"]))
-    save(model, args.out, args.external_data)
+    # before saving: saving with external data empties the in-memory initializers
     write_lm_head(g, head, args.out)
+    save(model, args.out, args.external_data)
     log("done")
 
 

@@ -73,9 +73,11 @@ def main() -> int:
         stripped = os.path.join(work, "stripped.onnx")
         strip_hidden(orig, stripped)
         ref_logits, ref_hidden = outputs(orig, ["logits", "last_hidden_state"], n_kv, d, n_layers)
+        surgery_logs = []
         for variant, extra in (("single file", []), ("external data", ["--external-data"])):
             out = os.path.join(work, f"restored-{len(extra)}.onnx")
             rc, err = script("--model", stripped, "--out", out, *extra)
+            surgery_logs.append(err)
             check(f"surgery ({variant}) exit 0", rc == 0, err.splitlines()[-2] if rc == 0 else err)
             if rc:
                 continue
@@ -93,7 +95,11 @@ def main() -> int:
         # the LM-head matrix beside the output equals the converter's own lm_head file
         written = os.path.join(work, "lm_head.safetensors")
         ref = os.path.join(args.model, man["files"].get("lm_head") or "lm_head.safetensors")
-        if os.path.isfile(ref):
+        quantized_head = any("not writing lm_head.safetensors" in e for e in surgery_logs)
+        if quantized_head:
+            # a quantized LM head (int8 MatMulNBits) cannot give the float matrix: it says so
+            check("quantized LM head: says why no lm_head.safetensors", not os.path.isfile(written))
+        elif os.path.isfile(ref):
             def tensor_bytes(path):
                 with open(path, "rb") as f:
                     data = f.read()

@@ -67,13 +67,17 @@ pub fn run(args: &TestArgs) -> Result<()> {
             "    (no ../shared/golden/gates beside the checkout: the full-log gate test is skipped)"
         );
     }
-    sh::step("export tooling checks (Python, on the converted model)");
-    sh::run(
-        Command::new(&installed.python)
-            .arg(sh::root().join("xtask/py/test_add_hidden.py"))
-            .arg("--model")
-            .arg(installed.int8.as_deref().unwrap_or(&installed.fp32)),
-    )?;
+    sh::step("export tooling checks (Python, on the converted models)");
+    // fp32: a plain float LM head, so the LM-head file is written and compared; int8: a
+    // quantized head (MatMulNBits), found through its own pattern.
+    for model in std::iter::once(&installed.fp32).chain(installed.int8.as_ref()) {
+        sh::run(
+            Command::new(&installed.python)
+                .arg(sh::root().join("xtask/py/test_add_hidden.py"))
+                .arg("--model")
+                .arg(model),
+        )?;
+    }
     sh::step("all checks passed");
     Ok(())
 }
