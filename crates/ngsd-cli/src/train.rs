@@ -200,6 +200,30 @@ fn provenance(model: &ngsd_runtime::Model, examples: &[Example]) -> BTreeMap<Str
     m
 }
 
+/// The configured model, which must export its final hidden state (training reads it).
+fn load_model_with_hidden(raw: &RawConfig) -> Result<ngsd_runtime::Model> {
+    let settings = ModelSettings::try_from(raw)?;
+    let (model, _, _) = load_model(&settings)?;
+    if !model.has_hidden_state() {
+        bail!(
+            "the model in {} has no `last_hidden_state` output; add it with `cargo xtask export-hidden <model.onnx>`",
+            settings.dir.display()
+        );
+    }
+    Ok(model)
+}
+
+/// The last line of both commands: where the file went and where the time went.
+fn print_written(out: &Path, start: Instant, t_fit: Instant, first: &str, second: &str) {
+    println!(
+        "wrote {} in {:.0} s ({first} {:.0} s, {second} {:.0} s)",
+        out.display(),
+        start.elapsed().as_secs_f64(),
+        (t_fit - start).as_secs_f64(),
+        t_fit.elapsed().as_secs_f64()
+    );
+}
+
 fn write_report(path: Option<&Path>, report: &impl serde::Serialize) -> Result<()> {
     if let Some(p) = path {
         let text = serde_json::to_string_pretty(report)? + "\n";
@@ -243,14 +267,7 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
     let examples = args.data.load()?;
     let (harmful, benign) = data::check_classes(&examples)?;
     let start = Instant::now();
-    let settings = ModelSettings::try_from(raw)?;
-    let (mut model, _, _) = load_model(&settings)?;
-    if !model.has_hidden_state() {
-        bail!(
-            "the model in {} has no `last_hidden_state` output; add it with `cargo xtask export-hidden <model.onnx>`",
-            settings.dir.display()
-        );
-    }
+    let mut model = load_model_with_hidden(raw)?;
     eprintln!("reading {harmful} harmful and {benign} benign prompts through the base model");
     let meta = provenance(&model, &examples);
     let mut enc = Encoder::new(&mut model)?;
@@ -290,13 +307,7 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
             100.0 * p.benign_pass
         );
     }
-    println!(
-        "wrote {} in {:.0} s (features {:.0} s, fitting {:.0} s)",
-        args.out.display(),
-        start.elapsed().as_secs_f64(),
-        (t_fit - start).as_secs_f64(),
-        t_fit.elapsed().as_secs_f64()
-    );
+    print_written(&args.out, start, t_fit, "features", "fitting");
     Ok(())
 }
 
@@ -406,14 +417,7 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
         );
     }
     let start = Instant::now();
-    let settings = ModelSettings::try_from(raw)?;
-    let (mut model, _, _) = load_model(&settings)?;
-    if !model.has_hidden_state() {
-        bail!(
-            "the model in {} has no `last_hidden_state` output; add it with `cargo xtask export-hidden <model.onnx>`",
-            settings.dir.display()
-        );
-    }
+    let mut model = load_model_with_hidden(raw)?;
     let head = LmHead::load(&model)?;
     let meta = provenance(&model, &examples);
     let cfg = ExpertTrainConfig {
@@ -465,12 +469,6 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
         100.0 * report.heldout_benign_agreement,
         report.heldout_benign_kl
     );
-    println!(
-        "wrote {} in {:.0} s (data {:.0} s, optimisation {:.0} s)",
-        args.out.display(),
-        start.elapsed().as_secs_f64(),
-        (t_fit - start).as_secs_f64(),
-        t_fit.elapsed().as_secs_f64()
-    );
+    print_written(&args.out, start, t_fit, "data", "optimisation");
     Ok(())
 }

@@ -182,13 +182,7 @@ pub fn collect(
         if ids.len() + cfg.benign_steps >= enc.model.max_context() {
             continue;
         }
-        let mut rows: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
-        enc.greedy_positions(&ids, cfg.benign_steps, |hid, lg| {
-            rows.push((hid.to_vec(), lg.to_vec()));
-        })?;
-        for (hid, lg) in rows {
-            pos.push(&hid, &lg, None);
-        }
+        enc.greedy_positions(&ids, cfg.benign_steps, |hid, lg| pos.push(hid, lg, None))?;
         pos.sequences += 1;
         bar.inc(1);
     }
