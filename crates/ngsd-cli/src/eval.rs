@@ -142,7 +142,7 @@ impl Generator for DecoderGenerator {
                 FinishReason::MaxTokens => Finish::Length,
                 FinishReason::Stop(s) if s == ngsd_decode::EARLY_STOP => Finish::EarlyStop,
                 FinishReason::Stop(_) => Finish::Stop,
-                FinishReason::ContextFull => Finish::Other,
+                FinishReason::ContextFull | FinishReason::Cancelled => Finish::Other,
             },
         })
     }

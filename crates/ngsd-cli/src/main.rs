@@ -2,6 +2,7 @@
 
 mod eval;
 mod safety;
+mod serve;
 mod settings;
 mod train;
 
@@ -50,6 +51,10 @@ enum Command {
     /// Train the learned parts for a base model: the gate neuron and the head expert.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat completions, completions,
+    /// models; SSE streaming; /healthz and Prometheus /metrics), with the safety gate on every
+    /// token. Binds 127.0.0.1:8080 by default; `serve-*` config keys set limits and the API key.
+    Serve(Box<serve::ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +284,7 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Train(cmd) => train::run(cmd, raw),
+        Command::Serve(args) => serve::run(*args, raw),
     }
 }
 
@@ -348,6 +354,7 @@ fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
         prompt: args.prompt.clone(),
         system: raw.system.clone(),
         raw: args.raw,
+        ..Default::default()
     };
 
     let mut stdout = std::io::stdout().lock();

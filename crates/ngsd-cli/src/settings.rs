@@ -23,6 +23,16 @@
 //! - `failure-policy` [`fail-closed`]: on a gate error steer (`fail-closed`) or `abort`
 //! - `divergence` [`tv`]: `tv`, `kl` or `js`; `top-k-merge` [64]; `early-stop` [true]
 //!
+//! `ngsd serve` only:
+//! - `serve-addr` [`127.0.0.1:8080`], `serve-model-id` [the manifest's name]
+//! - `serve-api-key` [none]: clients must send `Authorization: Bearer <key>` (set it through
+//!   `NGSD_SERVE_API_KEY` or the config file, not on the command line)
+//! - `serve-workers` [1]: generations at once, each with its own session; `serve-queue` [16]
+//! - `serve-timeout-s` [120], `serve-max-body-bytes` [1048576], `serve-max-tokens` [1024]
+//! - `serve-gates` [none]: gates clients may pick per request besides the default
+//! - `serve-allow-alpha` [false]: let requests set α / turn reflection off
+//! - `serve-allow-trace` [true]: let requests ask for the per-token trace
+//!
 //! Environment: `NGSD_<KEY>` with `_` for `-`, e.g. `NGSD_MAX_NEW_TOKENS=64`.
 
 use std::path::{Path, PathBuf};
@@ -80,6 +90,17 @@ pub struct RawConfig {
     pub divergence: Option<String>,
     pub top_k_merge: Option<usize>,
     pub early_stop: Option<bool>,
+    pub serve_addr: Option<String>,
+    pub serve_model_id: Option<String>,
+    pub serve_api_key: Option<String>,
+    pub serve_workers: Option<usize>,
+    pub serve_queue: Option<usize>,
+    pub serve_timeout_s: Option<u64>,
+    pub serve_max_body_bytes: Option<usize>,
+    pub serve_max_tokens: Option<usize>,
+    pub serve_gates: Option<Vec<String>>,
+    pub serve_allow_alpha: Option<bool>,
+    pub serve_allow_trace: Option<bool>,
 }
 
 impl RawConfig {
@@ -113,7 +134,8 @@ impl RawConfig {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("stop")
-                .with_list_parse_key("gate-dirs"),
+                .with_list_parse_key("gate-dirs")
+                .with_list_parse_key("serve-gates"),
         );
         let cfg = builder.build().context("reading configuration")?;
         let raw: RawConfig = cfg.try_deserialize().map_err(|e| {
@@ -121,7 +143,9 @@ impl RawConfig {
                 "{e} (from the config file or an NGSD_* environment variable); valid keys: model, provider, strict-provider, threads, ort-lib, max-new-tokens, \
                  temperature, top-k, top-p, seed, system, stop, gate-dirs, gate, gate-config, expert, \
                  expert-system, alpha, reflection, reflection-budget, reflection-timeout-ms, probe, \
-                 probe-config, failure-policy, divergence, top-k-merge, early-stop"
+                 probe-config, failure-policy, divergence, top-k-merge, early-stop, serve-addr, \
+                 serve-model-id, serve-api-key, serve-workers, serve-queue, serve-timeout-s, \
+                 serve-max-body-bytes, serve-max-tokens, serve-gates, serve-allow-alpha, serve-allow-trace"
             )
         })?;
         Ok(raw)

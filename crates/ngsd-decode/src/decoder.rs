@@ -11,7 +11,7 @@ use ngsd_runtime::{
 };
 
 use crate::error::{Error, Result};
-use crate::expert::{Expert, render};
+use crate::expert::Expert;
 use crate::reflection::{self, AlphaMap, ZeroScoreRule};
 use crate::steer::{Divergence, SteerScratch, steer_into, top_k};
 use crate::trace::{Candidate, ReflectionRecord, Summary, Timings, TraceLine};
@@ -40,6 +40,12 @@ pub struct Request {
     pub system: Option<String>,
     /// Feed the prompt as raw text, without the chat template.
     pub raw: bool,
+    /// Earlier turns of the conversation (`user` / `assistant` messages), rendered through the
+    /// chat template before `prompt`. Reflection and the expert see only `prompt`, the message
+    /// being answered. Ignored when `raw`.
+    pub history: Vec<Message>,
+    /// Stops the generation at its next token (finish reason `Cancelled`).
+    pub cancel: Option<crate::Cancel>,
 }
 
 /// How α is set for a request.
@@ -351,9 +357,10 @@ pub fn generate(
         });
     }
 
-    let prompt_text = render(
+    let prompt_text = crate::expert::render_conversation(
         models.template.as_ref(),
         req.system.as_deref(),
+        &req.history,
         &req.prompt,
         req.raw,
     )?;
@@ -603,6 +610,9 @@ pub fn generate(
         if tokens.len() >= limit {
             break FinishReason::MaxTokens;
         }
+        if req.cancel.as_ref().is_some_and(crate::Cancel::is_cancelled) {
+            break FinishReason::Cancelled;
+        }
         if cache.len() + 1 > models.base.max_context() {
             break FinishReason::ContextFull;
         }
@@ -629,6 +639,7 @@ pub fn generate(
             FinishReason::Eos => "eos".to_string(),
             FinishReason::MaxTokens => "max-tokens".to_string(),
             FinishReason::ContextFull => "context-full".to_string(),
+            FinishReason::Cancelled => "cancelled".to_string(),
         },
         early_stop: early.and_then(|e| e.fired).map(|r| format!("{r:?}")),
         gate: gate.name().to_string(),

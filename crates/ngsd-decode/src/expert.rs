@@ -114,12 +114,25 @@ pub fn render(
     user: &str,
     raw: bool,
 ) -> Result<String> {
+    render_conversation(template, system, &[], user, raw)
+}
+
+/// The prompt text for a conversation: `history` (earlier turns) then the user message. Without
+/// a template (or raw), the history is dropped: there is no agreed way to write turns as text.
+pub fn render_conversation(
+    template: Option<&ChatTemplate>,
+    system: Option<&str>,
+    history: &[Message],
+    user: &str,
+    raw: bool,
+) -> Result<String> {
     match (template, raw) {
         (Some(t), false) => {
             let mut messages = Vec::new();
             if let Some(s) = system {
                 messages.push(Message::new("system", s));
             }
+            messages.extend(history.iter().cloned());
             messages.push(Message::new("user", user));
             Ok(t.render(&messages, true)?)
         }

@@ -7,6 +7,7 @@
 //! when steering, the paper's rule mixes the two distributions over their top-k candidates.
 //! No CLI, environment or config-file I/O here: callers pass validated settings.
 
+mod cancel;
 mod decoder;
 pub mod early_stop;
 mod error;
@@ -17,6 +18,7 @@ pub mod steer;
 mod stop;
 pub mod trace;
 
+pub use cancel::Cancel;
 pub use decoder::{DecodeConfig, EARLY_STOP, Models, Output, Reflection, Request, generate};
 pub use error::{Error, Result};
 pub use expert::{

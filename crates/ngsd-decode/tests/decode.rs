@@ -323,3 +323,81 @@ fn probe_reflection_maps_the_neurons_probability_to_alpha() {
         assert!(out.explain().contains("probe p"), "{}", out.explain());
     }
 }
+
+#[test]
+fn a_cancelled_request_stops_at_the_next_token() {
+    let mut m = models();
+    let cancel = ngsd_decode::Cancel::new();
+    let req = Request {
+        prompt: BENIGN.into(),
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let mut gate = plugin("never", "");
+    let mut pieces = 0;
+    let out = generate(
+        &req,
+        &mut m,
+        gate.as_mut(),
+        &mut Reflection::Fixed(0.9),
+        &cfg(40),
+        |_| {
+            pieces += 1;
+            // The client goes away after its first piece of text.
+            cancel.cancel();
+        },
+    )
+    .unwrap();
+    assert_eq!(out.finish, ngsd_runtime::FinishReason::Cancelled);
+    assert_eq!(out.summary.finish, "cancelled");
+    assert!(
+        out.tokens.len() < 40 && pieces >= 1,
+        "{} tokens, {pieces} pieces",
+        out.tokens.len()
+    );
+}
+
+#[test]
+fn history_is_rendered_before_the_message_being_answered() {
+    let mut m = models();
+    let history = vec![
+        ngsd_runtime::Message::new("user", "My name is Ada."),
+        ngsd_runtime::Message::new("assistant", "Nice to meet you, Ada."),
+    ];
+    let mut gate = plugin("never", "");
+    let with = generate(
+        &Request {
+            prompt: "What is my name?".into(),
+            history: history.clone(),
+            ..Default::default()
+        },
+        &mut m,
+        gate.as_mut(),
+        &mut Reflection::Fixed(0.9),
+        &cfg(8),
+        |_| {},
+    )
+    .unwrap();
+    let mut messages = history;
+    messages.push(ngsd_runtime::Message::new("user", "What is my name?"));
+    let text = m
+        .template
+        .as_ref()
+        .unwrap()
+        .render(&messages, true)
+        .unwrap();
+    let ids = m.tokenizer.encode(&text).unwrap();
+    assert_eq!(with.prompt_tokens, ids.len());
+    let plain = ngsd_runtime::generate(
+        &mut m.base,
+        &m.tokenizer,
+        &ids,
+        &GenerateConfig {
+            max_new_tokens: 8,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(with.tokens, plain.tokens);
+}

@@ -43,6 +43,8 @@ pub enum FinishReason {
     Stop(String),
     /// The model's context window is full.
     ContextFull,
+    /// The caller cancelled the generation (a client went away, a deadline passed).
+    Cancelled,
 }
 
 impl FinishReason {
@@ -51,6 +53,7 @@ impl FinishReason {
         match self {
             FinishReason::Eos | FinishReason::Stop(_) => "stop",
             FinishReason::MaxTokens | FinishReason::ContextFull => "length",
+            FinishReason::Cancelled => "cancelled",
         }
     }
 }
