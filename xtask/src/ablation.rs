@@ -26,12 +26,7 @@ pub struct AblationArgs {
 pub fn run(args: &AblationArgs) -> Result<()> {
     let installed = setup::run(&setup::SetupArgs::default())?;
     let root = sh::root();
-    sh::step("building ngsd and the gate plugins (release)");
-    sh::run(
-        sh::cargo()
-            .args(["build", "--release", "--quiet", "-p", "ngsd-cli"])
-            .args(demo::PLUGINS.iter().flat_map(|p| ["-p", p])),
-    )?;
+    let ngsd = demo::build_release()?;
     let out = root.join("target/ablation");
     let started = std::time::Instant::now();
     sh::step(&format!(
@@ -39,7 +34,7 @@ pub fn run(args: &AblationArgs) -> Result<()> {
         args.suite, args.limit
     ));
     sh::run(
-        Command::new(root.join("target/release/ngsd"))
+        Command::new(&ngsd)
             .current_dir(&root)
             .args([
                 "eval",

@@ -3,6 +3,7 @@
 mod ablation;
 mod bench;
 mod demo;
+mod load;
 mod setup;
 mod sh;
 mod test;
@@ -44,6 +45,10 @@ enum Command {
     /// Retrain the default model's gate neuron and head expert from the committed training set
     /// (models/smollm2-135m-instruct/train.toml, models/training/) and ../shared/datasets.
     Train(train::TrainArgs),
+    /// Load benchmark of `ngsd serve`: N concurrent streaming clients (default 1, 4, 16) over
+    /// loopback against the release server; prints req/s, p50/p99 latency, time to first
+    /// token and aggregate tok/s.
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Command::BenchCompare(args) => bench::run(&args),
         Command::Ablation(args) => ablation::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Load(args) => load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
