@@ -280,6 +280,20 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     assert_eq!(open["ngsd"]["steered_tokens"], 0);
     assert!(open["ngsd"].get("trace").is_none());
 
+    // A prompt longer than the model's context: 400, whole or streamed.
+    let long = "word ".repeat(9000);
+    for stream in [false, true] {
+        let mut body = chat_body(&long, 4);
+        body["stream"] = json!(stream);
+        let (status, v) = post(&s, "/v1/chat/completions", &body).await;
+        assert_eq!(status, 400, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("the model's context is 8192 tokens; shorten the prompt"),
+            "{msg}"
+        );
+    }
+
     // Multi-turn: earlier turns reach the model.
     let body = json!({
         "model": MODEL,

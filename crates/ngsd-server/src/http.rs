@@ -264,7 +264,7 @@ fn timeout_error(state: &AppState) -> ApiError {
 
 fn failure_error(f: Failure) -> ApiError {
     match f {
-        Failure::BadRequest(m) => ApiError::invalid(m, Some("messages")),
+        Failure::BadRequest(m) => ApiError::invalid(m, None),
         Failure::CancelledInQueue => ApiError::internal("the request was cancelled while queued"),
         Failure::Internal(m) => ApiError::internal(m),
     }
@@ -336,7 +336,16 @@ async fn serve(state: Shared, plan: Plan) -> Response {
         trace,
     };
     if stream {
-        stream_response(ctx, rx, guard)
+        // Headers go out with the first event, so a request that fails before generating
+        // (e.g. a prompt longer than the context) still gets its status code.
+        let mut rx = rx;
+        let first = rx.recv().await;
+        if let Some(Event::Failed(f)) = first {
+            let mut guard = guard;
+            guard.end(Outcome::Failed);
+            return failure_error(f).into_response();
+        }
+        stream_response(ctx, first, rx, guard)
     } else {
         whole_response(ctx, rx, guard).await
     }
@@ -399,9 +408,15 @@ fn sse_json(v: &serde_json::Value) -> SseEvent {
 
 /// Streams the answer as server-sent events. A piece of text is sent only after the gate has
 /// decided on its tokens (the worker emits it then); nothing is sent and later retracted.
-fn stream_response(ctx: Ctx, rx: mpsc::UnboundedReceiver<Event>, guard: Guard) -> Response {
+fn stream_response(
+    ctx: Ctx,
+    first: Option<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    guard: Guard,
+) -> Response {
     struct St {
         ctx: Ctx,
+        peeked: Option<Option<Event>>,
         rx: mpsc::UnboundedReceiver<Event>,
         guard: Guard,
         pending: Vec<SseEvent>,
@@ -427,6 +442,7 @@ fn stream_response(ctx: Ctx, rx: mpsc::UnboundedReceiver<Event>, guard: Guard) -
             Vec::new()
         },
         ctx,
+        peeked: Some(first),
         rx,
         guard,
         done: false,
@@ -440,8 +456,12 @@ fn stream_response(ctx: Ctx, rx: mpsc::UnboundedReceiver<Event>, guard: Guard) -
             if st.done {
                 return None;
             }
+            let event = match st.peeked.take() {
+                Some(e) => e,
+                None => st.rx.recv().await,
+            };
             let ctx = &st.ctx;
-            match st.rx.recv().await {
+            match event {
                 Some(Event::Text(t)) => {
                     st.guard.text();
                     let c = openai::chunk(
