@@ -7,6 +7,12 @@ use ngsd_runtime::{ChatTemplate, Message, Model, ModelOptions, ModelPackage, Tok
 /// The prompt every speed comparison uses.
 pub const BENCH_PROMPT: &str = "What are three tips for staying healthy?";
 
+/// A paragraph repeated before the question to build long-context benchmark prompts.
+pub const NOTES_PARAGRAPH: &str = "Monday: walked for forty minutes before work, slept about six \
+hours, skipped breakfast and had a large lunch. Tuesday: no exercise, two coffees after four in \
+the afternoon, went to bed late after reading. Wednesday: swam twenty lengths, ate vegetables \
+with dinner, felt rested in the morning. ";
+
 /// The model a benchmark runs on: `NGSD_BENCH_MODEL`, else the default fp32 package of the checkout.
 pub fn bench_model_dir(variant: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("NGSD_BENCH_MODEL") {

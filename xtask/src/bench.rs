@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// source, several minutes the first time).
     #[arg(long)]
     pub llama_cpp: bool,
+    /// Prompt length in tokens: 0 is the short chat prompt (38 tokens); larger values paste
+    /// notes before the question, to measure decoding at a long context.
+    #[arg(long, default_value_t = 0)]
+    pub prompt_tokens: usize,
     /// Model variants to measure.
     #[arg(long, value_delimiter = ',', default_value = "fp32,int8")]
     pub variants: Vec<String>,
@@ -95,7 +99,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .arg(&installed.fp32)
             .arg("--prompt-ids")
             .arg(&ids)
-            .arg("--write-prompt-ids"),
+            .arg("--write-prompt-ids")
+            .arg("--context-tokens")
+            .arg(args.prompt_tokens.to_string()),
     )?;
 
     let mut report = Vec::new();
@@ -178,7 +184,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{r}");
     }
     println!(
-        "\n{} new tokens, {} rounds, {} threads; raw figures in {}",
+        "\n{} prompt tokens, {} new tokens, {} rounds, {} threads; raw figures in {}",
+        serde_json::from_str::<Vec<u32>>(&std::fs::read_to_string(&ids)?)?.len(),
         args.new_tokens,
         args.rounds,
         args.threads,

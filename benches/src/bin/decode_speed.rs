@@ -23,6 +23,10 @@ struct Args {
     /// Write the chat-templated benchmark prompt's ids to --prompt-ids and exit.
     #[arg(long)]
     write_prompt_ids: bool,
+    /// With --write-prompt-ids: make the prompt at least this many tokens long (notes pasted
+    /// before the question), to measure decoding at a long context. 0 = the short prompt.
+    #[arg(long, default_value_t = 0)]
+    context_tokens: usize,
     /// Tokens to generate (EOS ignored).
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
@@ -61,8 +65,17 @@ fn main() -> Result<()> {
     let (mut model, tokenizer, template) = ngsd_benches::load(&args.model, args.threads)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     if args.write_prompt_ids {
-        let ids =
+        let mut notes = String::new();
+        let mut ids =
             ngsd_benches::prompt_ids(&tokenizer, template.as_ref(), ngsd_benches::BENCH_PROMPT)?;
+        while ids.len() < args.context_tokens {
+            notes.push_str(ngsd_benches::NOTES_PARAGRAPH);
+            let prompt = format!(
+                "Here are my notes:\n\n{notes}\n{}",
+                ngsd_benches::BENCH_PROMPT
+            );
+            ids = ngsd_benches::prompt_ids(&tokenizer, template.as_ref(), &prompt)?;
+        }
         std::fs::write(&args.prompt_ids, serde_json::to_string(&ids)?)
             .with_context(|| format!("writing {}", args.prompt_ids.display()))?;
         return Ok(());

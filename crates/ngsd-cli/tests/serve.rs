@@ -696,3 +696,47 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     // New connections are refused once it has stopped.
     assert!(client().get(s.url("/healthz")).send().await.is_err());
 }
+
+#[test]
+fn bad_server_settings_fail_with_a_clear_message() {
+    let model = model_dir();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ngsd"))
+            .arg("serve")
+            .arg("--model")
+            .arg(&model)
+            .args(args)
+            .env("NGSD_THREADS", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--addr", "localhost"]);
+    assert!(
+        err.contains(
+            "invalid serve-addr `localhost`: invalid socket address syntax; write HOST:PORT, e.g. 127.0.0.1:8080"
+        ),
+        "{err}"
+    );
+    let err = run(&["--workers", "0"]);
+    assert!(
+        err.contains("invalid serve-workers: 0; at least one worker must generate"),
+        "{err}"
+    );
+    let err = run(&["--allow-gate", "/tmp/libgate_evil.so"]);
+    assert!(
+        err.contains("invalid serve-gates entry `/tmp/libgate_evil.so`: clients name gates, so give plugin names"),
+        "{err}"
+    );
+    // The port is taken: the message names the address and what to do.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = run(&["--addr", &addr]);
+    assert!(
+        err.contains(&format!("cannot listen on {addr}: "))
+            && err.contains("pick another address with --addr (port 0 picks a free one)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
