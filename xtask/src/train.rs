@@ -29,6 +29,8 @@ pub const GATE_ARGS: &[&str] = &[
     "gate",
     "--data",
     "models/smollm2-135m-instruct/train.toml",
+    "--data",
+    "models/smollm2-135m-instruct/gate-extra.toml",
     "--out",
     "models/smollm2-135m-instruct/gate.safetensors",
     "--report",

@@ -107,6 +107,13 @@ pub struct TrainGateArgs {
     /// Also write the training report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Evaluation only: after training, run the prompts of this suite or training-set file
+    /// (its labelled `[[datasets]]`; configurations are ignored) through the model and report
+    /// the trained neuron's fire rate at its threshold per dataset and AUROC per harmful ×
+    /// benign pair (printed, and under `evaluation` in --report). Nothing from it is used to fit
+    /// the neuron, choose L2 or choose the threshold. Repeatable.
+    #[arg(long = "report-on", value_name = "SUITE.toml")]
+    report_on: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelFlags,
 }
@@ -213,14 +220,17 @@ fn load_model_with_hidden(raw: &RawConfig) -> Result<ngsd_runtime::Model> {
     Ok(model)
 }
 
-/// The last line of both commands: where the file went and where the time went.
-fn print_written(out: &Path, start: Instant, t_fit: Instant, first: &str, second: &str) {
+/// The last line of both commands: where the file went and where the time went (from `start`
+/// to `end`; anything after `end`, such as `--report-on`, is not training time).
+fn print_written(out: &Path, start: Instant, t_fit: Instant, end: Instant, parts: [&str; 2]) {
     println!(
-        "wrote {} in {:.0} s ({first} {:.0} s, {second} {:.0} s)",
+        "wrote {} in {:.0} s ({} {:.0} s, {} {:.0} s)",
         out.display(),
-        start.elapsed().as_secs_f64(),
+        (end - start).as_secs_f64(),
+        parts[0],
         (t_fit - start).as_secs_f64(),
-        t_fit.elapsed().as_secs_f64()
+        parts[1],
+        (end - t_fit).as_secs_f64()
     );
 }
 
@@ -266,6 +276,13 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
     }
     let examples = args.data.load()?;
     let (harmful, benign) = data::check_classes(&examples)?;
+    // Read evaluation files before the slow part, so a bad path fails at once.
+    let mut eval_sets = Vec::new();
+    for path in &args.report_on {
+        let ex = data::load_suite_datasets(path)
+            .with_context(|| format!("reading --report-on {}", path.display()))?;
+        eval_sets.push((path.display().to_string(), ex));
+    }
     let start = Instant::now();
     let mut model = load_model_with_hidden(raw)?;
     eprintln!("reading {harmful} harmful and {benign} benign prompts through the base model");
@@ -279,9 +296,18 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
         rule,
         ..GateTrainConfig::default()
     };
-    let (trained, report) = gate::train_gate(&examples, &features, &cfg);
+    let (trained, mut report) = gate::train_gate(&examples, &features, &cfg);
     let st = trained.to_safetensors(meta);
     ngsd_train::gate::write_atomic(&args.out, &st.to_bytes())?;
+    let t_done = Instant::now();
+    for (source, ex) in &eval_sets {
+        let texts: Vec<&str> = ex.iter().map(|e| e.text.as_str()).collect();
+        let f = enc.prompt_features(&texts, "evaluation prompts")?;
+        report
+            .evaluation
+            .push(trained.evaluate(source, ex, &f, &examples));
+    }
+    let eval_secs = t_done.elapsed().as_secs_f64();
     write_report(args.report.as_deref(), &report)?;
 
     println!(
@@ -307,8 +333,44 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
             100.0 * p.benign_pass
         );
     }
-    print_written(&args.out, start, t_fit, "features", "fitting");
+    for e in &report.evaluation {
+        print_evaluation(e, report.threshold);
+    }
+    if !report.evaluation.is_empty() {
+        println!("evaluation took {eval_secs:.0} s (not training: not counted below)");
+    }
+    print_written(&args.out, start, t_fit, t_done, ["features", "fitting"]);
     Ok(())
+}
+
+fn print_evaluation(e: &gate::EvalReport, threshold: f32) {
+    println!(
+        "evaluation only, {} (p ≥ {:.4}; not used for fitting or the threshold):",
+        e.source, threshold
+    );
+    println!(
+        "{:<28} {:>8} {:>6} {:>8} {:>8}",
+        "dataset", "label", "n", "fired", "mean p"
+    );
+    for d in &e.datasets {
+        let overlap = if d.in_training > 0 {
+            format!(" ({} also in training)", d.in_training)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<28} {:>8} {:>6} {:>7.1}% {:>8.3}{overlap}",
+            d.name,
+            d.label,
+            d.n,
+            100.0 * d.fired,
+            d.mean_p
+        );
+    }
+    println!("{:<28} {:<28} {:>6}", "harmful set", "benign set", "AUROC");
+    for p in &e.pairs {
+        println!("{:<28} {:<28} {:>6.3}", p.harmful, p.benign, p.auroc);
+    }
 }
 
 /// Reads `USER: … ASSISTANT: …` text or prompt/response rows.
@@ -469,6 +531,12 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
         100.0 * report.heldout_benign_agreement,
         report.heldout_benign_kl
     );
-    print_written(&args.out, start, t_fit, "data", "optimisation");
+    print_written(
+        &args.out,
+        start,
+        t_fit,
+        Instant::now(),
+        ["data", "optimisation"],
+    );
     Ok(())
 }

@@ -68,6 +68,7 @@ fn metadata(path: &Path) -> serde_json::Map<String, serde_json::Value> {
 fn train_gate_and_expert_then_decode_with_them() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate.safetensors");
+    let report_path = dir.path().join("gate-report.json");
     let expert = dir.path().join("expert.safetensors");
     let model = model_dir();
     let (harmful, benign) = (
@@ -88,6 +89,10 @@ fn train_gate_and_expert_then_decode_with_them() {
         "3",
         "--out",
         gate.to_str().unwrap(),
+        "--report",
+        report_path.to_str().unwrap(),
+        "--report-on",
+        &fixture("tiny-suite.toml"),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
@@ -96,6 +101,33 @@ fn train_gate_and_expert_then_decode_with_them() {
         report.contains("train-harmful"),
         "per-pair rows name the files: {report}"
     );
+    // --report-on: the suite's labelled datasets (its configurations are ignored), measured
+    // with the trained neuron and marked as evaluation only.
+    assert!(report.contains("evaluation only"), "{report}");
+    assert!(report.contains("tiny-benign"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let eval = &json["evaluation"][0];
+    assert!(
+        eval["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("evaluation only"),
+        "{eval}"
+    );
+    let sets = eval["datasets"].as_array().unwrap();
+    let names: Vec<&str> = sets.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tiny-harmful", "tiny-benign"]);
+    assert_eq!(sets[0]["n"], 2);
+    // one tiny-suite prompt is also a training prompt, word for word
+    assert_eq!(sets[0]["in_training"], 1);
+    assert_eq!(sets[1]["in_training"], 0);
+    for d in sets {
+        let fired = d["fired"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&fired), "{d}");
+    }
+    let auroc = eval["pairs"][0]["auroc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auroc), "{eval}");
     let meta = metadata(&gate);
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(&model).join("ngsd-model.json")).unwrap(),
@@ -259,6 +291,23 @@ fn train_bad_inputs_name_the_problem() {
             out,
         ],
         "12 harmful prompts but no refusals to pair them with; add --refusals FILE",
+    );
+    expect_error(
+        &[
+            "train",
+            "gate",
+            "--model",
+            &model,
+            "--harmful",
+            &harmful,
+            "--benign",
+            &fixture("train-benign.jsonl"),
+            "--report-on",
+            "/nonexistent/dev.toml",
+            "--out",
+            out,
+        ],
+        "reading --report-on /nonexistent/dev.toml",
     );
     assert!(!Path::new(out).exists(), "nothing is written on error");
 }

@@ -44,6 +44,48 @@ pub fn load_set_file(path: &Path) -> Result<Vec<Example>> {
     Ok(out)
 }
 
+/// Reads the labelled `[[datasets]]` of a suite or training-set file, whatever its
+/// configurations name (their gates are not resolved: only the prompts are wanted).
+pub fn load_suite_datasets(path: &Path) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
+    // Every gate the file names counts as known, so its configurations validate.
+    let gates = gate_names(&text);
+    let known: Vec<&str> = gates.iter().map(String::as_str).collect();
+    let suite = Suite::parse(&text, path, &known).map_err(Error::Data)?;
+    let mut out = Vec::new();
+    for d in &suite.datasets {
+        out.extend(load_spec(d)?);
+    }
+    Ok(out)
+}
+
+/// The gate names of a suite's `[[configs]]` (`gate`) and `[[matrix]]` (`gates`) entries.
+fn gate_names(text: &str) -> Vec<String> {
+    let Ok(v) = text.parse::<toml::Table>() else {
+        return Vec::new(); // the suite parser reports the syntax error with its position
+    };
+    let strings = |x: Option<&toml::Value>| -> Vec<String> {
+        match x {
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut out = Vec::new();
+    for (table, key) in [("configs", "gate"), ("matrix", "gates")] {
+        if let Some(rows) = v.get(table).and_then(toml::Value::as_array) {
+            for row in rows {
+                out.extend(strings(row.get(key)));
+            }
+        }
+    }
+    out
+}
+
 /// Reads one file named on the command line.
 pub fn load_file(spec: &FileSpec) -> Result<Vec<Example>> {
     let format = match spec.path.extension().and_then(|e| e.to_str()) {

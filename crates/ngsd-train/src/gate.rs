@@ -101,6 +101,51 @@ pub struct GateReport {
     pub auroc: f64,
     /// Per dataset pair.
     pub pairs: Vec<PairReport>,
+    /// Figures on other labelled data (`--report-on`), measured after fitting; evaluation
+    /// only, never used for the weights, the L2 or the threshold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evaluation: Vec<EvalReport>,
+}
+
+/// The trained neuron on one file of labelled prompts that played no part in training.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// What this is, for readers of the JSON.
+    pub note: String,
+    /// The suite or training-set file the prompts came from.
+    pub source: String,
+    /// Per dataset: how often the neuron fires at the trained threshold.
+    pub datasets: Vec<EvalSet>,
+    /// Per harmful × benign dataset pair: AUROC of the neuron's p.
+    pub pairs: Vec<EvalPair>,
+}
+
+/// Fire rate of the trained neuron on one labelled dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSet {
+    /// Dataset name.
+    pub name: String,
+    /// `harmful` or `benign`.
+    pub label: String,
+    /// Prompts.
+    pub n: usize,
+    /// Share with p ≥ the threshold.
+    pub fired: f64,
+    /// Mean p.
+    pub mean_p: f64,
+    /// Prompts that are also (word for word) training prompts.
+    pub in_training: usize,
+}
+
+/// AUROC of one harmful dataset against one benign dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalPair {
+    /// Harmful dataset.
+    pub harmful: String,
+    /// Benign dataset.
+    pub benign: String,
+    /// AUROC of p.
+    pub auroc: f64,
 }
 
 /// A fitted neuron with its standardisation and threshold.
@@ -175,6 +220,7 @@ pub fn train_gate(
         threshold_rule: cfg.rule.describe(),
         auroc: auroc(&oof, &y).unwrap_or(f64::NAN),
         pairs,
+        evaluation: Vec::new(),
     };
     (
         TrainedGate {
@@ -191,6 +237,81 @@ fn share(rows: &[usize], f: impl Fn(usize) -> bool) -> f64 {
 }
 
 impl TrainedGate {
+    /// p of each row of raw (unstandardised) features.
+    pub fn predict(&self, features: &Array2<f32>) -> Vec<f32> {
+        self.neuron
+            .predict(self.standardizer.apply(features.view()).view())
+    }
+
+    /// Fire rates per dataset and AUROC per harmful × benign pair of `examples` (features
+    /// one row each), read from `source`. `training` are the training prompts, to count exact
+    /// overlaps. Measures only: nothing here changes the neuron.
+    pub fn evaluate(
+        &self,
+        source: &str,
+        examples: &[Example],
+        features: &Array2<f32>,
+        training: &[Example],
+    ) -> EvalReport {
+        let p = self.predict(features);
+        let trained: std::collections::HashSet<&str> =
+            training.iter().map(|e| e.text.as_str()).collect();
+        // Datasets in file order, each with its rows.
+        let mut order: Vec<(String, bool, Vec<usize>)> = Vec::new();
+        for (i, e) in examples.iter().enumerate() {
+            match order
+                .iter_mut()
+                .find(|(n, h, _)| *n == e.set && *h == e.harmful)
+            {
+                Some((_, _, rows)) => rows.push(i),
+                None => order.push((e.set.clone(), e.harmful, vec![i])),
+            }
+        }
+        let datasets = order
+            .iter()
+            .map(|(name, harmful, rows)| EvalSet {
+                name: name.clone(),
+                label: if *harmful { "harmful" } else { "benign" }.to_owned(),
+                n: rows.len(),
+                fired: share(rows, |i| p[i] >= self.threshold),
+                mean_p: rows.iter().map(|&i| f64::from(p[i])).sum::<f64>()
+                    / rows.len().max(1) as f64,
+                in_training: rows
+                    .iter()
+                    .filter(|&&i| trained.contains(examples[i].text.as_str()))
+                    .count(),
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for (hname, h, hi) in &order {
+            for (bname, b, bi) in &order {
+                if !*h || *b {
+                    continue;
+                }
+                let scores: Vec<f32> = hi.iter().chain(bi).map(|&i| p[i]).collect();
+                let labels: Vec<bool> = hi
+                    .iter()
+                    .map(|_| true)
+                    .chain(bi.iter().map(|_| false))
+                    .collect();
+                pairs.push(EvalPair {
+                    harmful: hname.clone(),
+                    benign: bname.clone(),
+                    auroc: auroc(&scores, &labels).unwrap_or(f64::NAN),
+                });
+            }
+        }
+        EvalReport {
+            note: format!(
+                "evaluation only: measured after training with the trained weights and threshold (p >= {}); not used for fitting, L2 or the threshold",
+                self.threshold
+            ),
+            source: source.to_owned(),
+            datasets,
+            pairs,
+        }
+    }
+
     /// The neuron as the sigmoid gate reads it, with `metadata` added.
     pub fn to_safetensors(&self, metadata: BTreeMap<String, String>) -> SafeTensors {
         let mut st = SafeTensors::logistic_neuron(self.neuron.weight.to_vec(), self.neuron.bias);
@@ -235,4 +356,65 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         err(e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(set: &str, text: &str, harmful: bool) -> Example {
+        Example {
+            set: set.to_owned(),
+            text: text.to_owned(),
+            harmful,
+        }
+    }
+
+    #[test]
+    fn evaluation_reports_fire_rates_pairs_and_training_overlap() {
+        // One feature; the neuron is p = σ(2·x), the threshold 0.5 (fires at x ≥ 0).
+        let gate = TrainedGate {
+            standardizer: Standardizer {
+                mean: ndarray::array![0.0],
+                std: ndarray::array![1.0],
+            },
+            neuron: Logistic {
+                weight: ndarray::array![2.0],
+                bias: 0.0,
+            },
+            threshold: 0.5,
+        };
+        let examples = [
+            ex("bad", "a", true),
+            ex("good", "b", false),
+            ex("bad", "c", true),
+            ex("good", "d", false),
+            ex("bad", "e", true),
+            ex("good", "f", false),
+        ];
+        let x = Array2::from_shape_vec((6, 1), vec![1.0, -1.0, 2.0, 0.5, -0.5, -2.0]).unwrap();
+        let training = [ex("train", "d", false)];
+        let r = gate.evaluate("dev.toml", &examples, &x, &training);
+        assert_eq!(r.source, "dev.toml");
+        assert!(r.note.starts_with("evaluation only"), "{}", r.note);
+        let names: Vec<(&str, &str, usize)> = r
+            .datasets
+            .iter()
+            .map(|d| (d.name.as_str(), d.label.as_str(), d.n))
+            .collect();
+        assert_eq!(names, [("bad", "harmful", 3), ("good", "benign", 3)]);
+        assert!((r.datasets[0].fired - 2.0 / 3.0).abs() < 1e-12);
+        assert!((r.datasets[1].fired - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            (r.datasets[0].in_training, r.datasets[1].in_training),
+            (0, 1)
+        );
+        assert_eq!(r.pairs.len(), 1);
+        // harmful scores 1, 2, -0.5 against benign -1, 0.5, -2: 8 of 9 pairs ordered
+        assert!(
+            (r.pairs[0].auroc - 8.0 / 9.0).abs() < 1e-12,
+            "{:?}",
+            r.pairs
+        );
+    }
 }
