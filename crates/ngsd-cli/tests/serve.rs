@@ -294,7 +294,8 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
         );
     }
 
-    // Multi-turn: earlier turns reach the model.
+    // Multi-turn: earlier turns reach the model. (The `never` gate: this checks the
+    // conversation, not the neuron, which was trained on single-turn prompts.)
     let body = json!({
         "model": MODEL,
         "messages": [
@@ -303,7 +304,8 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
             {"role": "assistant", "content": "Nice to meet you, Ada."},
             {"role": "user", "content": [{"type": "text", "text": "What is my name?"}]}
         ],
-        "max_tokens": 12
+        "max_tokens": 12,
+        "ngsd": {"gate": "never"}
     });
     let (status, multi) = post(&s, "/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{multi}");
