@@ -24,7 +24,7 @@ use ngsd_runtime::FinishReason;
 
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Outcome};
-use crate::openai::{self, ChatRequest, CompletionRequest, Endpoint, Limits, Plan};
+use crate::openai::{self, Endpoint, Limits, Plan};
 use crate::pool::{Event, Failure, Job, Pool};
 
 /// What every handler shares.
@@ -187,26 +187,29 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
 }
 
 async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    let plan = body_bytes(body, state.limits.config.max_body_bytes)
-        .and_then(|b| openai::parse::<ChatRequest>(&b))
-        .and_then(|r| state.limits.chat(r));
-    match plan {
-        Ok(plan) => serve(state, plan).await,
-        Err(e) => e.into_response(),
-    }
+    generation(state, body, Limits::chat).await
 }
 
 async fn completions(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    generation(state, body, Limits::completion).await
+}
+
+/// Reads and validates a generation request of type `R`, then serves it.
+async fn generation<R: serde::de::DeserializeOwned>(
+    state: Shared,
+    body: Result<Bytes, BytesRejection>,
+    validate: fn(&Limits, R) -> Result<Plan, ApiError>,
+) -> Response {
     let plan = body_bytes(body, state.limits.config.max_body_bytes)
-        .and_then(|b| openai::parse::<CompletionRequest>(&b))
-        .and_then(|r| state.limits.completion(r));
+        .and_then(|b| openai::parse::<R>(&b))
+        .and_then(|r| validate(&state.limits, r));
     match plan {
         Ok(plan) => serve(state, plan).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// Cancels the generation when dropped before `disarm` (the client went away, the handler's
+/// Cancels the generation when dropped before `end` (the client went away, the handler's
 /// future or the response stream was dropped), and records how the request ended.
 struct Guard {
     cancel: Cancel,
