@@ -265,11 +265,13 @@ fn timeout_error(state: &AppState) -> ApiError {
     }
 }
 
-fn failure_error(f: Failure) -> ApiError {
+/// How a failed job ended and what the client gets. A job cancelled while still queued was
+/// cancelled by its deadline (a client that went away reads no answer), so it is a timeout.
+fn failure(state: &AppState, f: Failure) -> (Outcome, ApiError) {
     match f {
-        Failure::BadRequest(m) => ApiError::invalid(m, None),
-        Failure::CancelledInQueue => ApiError::internal("the request was cancelled while queued"),
-        Failure::Internal(m) => ApiError::internal(m),
+        Failure::BadRequest(m) => (Outcome::Failed, ApiError::invalid(m, None)),
+        Failure::CancelledInQueue => (Outcome::TimedOut, timeout_error(state)),
+        Failure::Internal(m) => (Outcome::Failed, ApiError::internal(m)),
     }
 }
 
@@ -344,9 +346,10 @@ async fn serve(state: Shared, plan: Plan) -> Response {
         let mut rx = rx;
         let first = rx.recv().await;
         if let Some(Event::Failed(f)) = first {
+            let (outcome, err) = failure(&ctx.state, f);
             let mut guard = guard;
-            guard.end(Outcome::Failed);
-            return failure_error(f).into_response();
+            guard.end(outcome);
+            return err.into_response();
         }
         stream_response(ctx, first, rx, guard)
     } else {
@@ -366,6 +369,19 @@ struct Ctx {
 impl Ctx {
     fn model(&self) -> &str {
         &self.state.limits.config.model_id
+    }
+
+    /// A stream chunk of this response (see [`openai::chunk`]).
+    fn chunk(&self, delta: Option<&str>, first: bool, finish: Option<&str>) -> serde_json::Value {
+        openai::chunk(
+            self.endpoint,
+            &self.id,
+            self.created,
+            self.model(),
+            delta,
+            first,
+            finish,
+        )
     }
 }
 
@@ -394,8 +410,9 @@ async fn whole_response(
                 return axum::Json(body).into_response();
             }
             Some(Event::Failed(f)) => {
-                guard.end(Outcome::Failed);
-                return failure_error(f).into_response();
+                let (outcome, err) = failure(&ctx.state, f);
+                guard.end(outcome);
+                return err.into_response();
             }
             None => {
                 guard.end(Outcome::Failed);
@@ -425,19 +442,7 @@ fn stream_response(
         pending: Vec<SseEvent>,
         done: bool,
     }
-    let opening = openai::chunk(
-        ctx.endpoint,
-        &ctx.id,
-        ctx.created,
-        ctx.model(),
-        if ctx.endpoint == Endpoint::Chat {
-            Some("")
-        } else {
-            None
-        },
-        true,
-        None,
-    );
+    let opening = ctx.chunk(Some(""), true, None);
     let st = St {
         pending: if ctx.endpoint == Endpoint::Chat {
             vec![sse_json(&opening)]
@@ -467,16 +472,7 @@ fn stream_response(
             match event {
                 Some(Event::Text(t)) => {
                     st.guard.text();
-                    let c = openai::chunk(
-                        ctx.endpoint,
-                        &ctx.id,
-                        ctx.created,
-                        ctx.model(),
-                        Some(&t),
-                        false,
-                        None,
-                    );
-                    st.pending.push(sse_json(&c));
+                    st.pending.push(sse_json(&ctx.chunk(Some(&t), false, None)));
                 }
                 Some(Event::Done(out)) => {
                     if out.finish == FinishReason::Cancelled {
@@ -484,27 +480,11 @@ fn stream_response(
                         st.pending.push(sse_json(&timeout_error(&ctx.state).body()));
                     } else {
                         st.guard.end(Outcome::Completed);
-                        let mut last = openai::chunk(
-                            ctx.endpoint,
-                            &ctx.id,
-                            ctx.created,
-                            ctx.model(),
-                            None,
-                            false,
-                            Some(openai::finish_reason(&out)),
-                        );
+                        let mut last = ctx.chunk(None, false, Some(openai::finish_reason(&out)));
                         last["ngsd"] = openai::safety_summary(&out, ctx.trace);
                         st.pending.push(sse_json(&last));
                         if ctx.include_usage {
-                            let mut u = openai::chunk(
-                                ctx.endpoint,
-                                &ctx.id,
-                                ctx.created,
-                                ctx.model(),
-                                None,
-                                false,
-                                None,
-                            );
+                            let mut u = ctx.chunk(None, false, None);
                             u["choices"] = json!([]);
                             u["usage"] = openai::usage(&out);
                             st.pending.push(sse_json(&u));
@@ -514,8 +494,9 @@ fn stream_response(
                     st.done = true;
                 }
                 Some(Event::Failed(f)) => {
-                    st.guard.end(Outcome::Failed);
-                    st.pending.push(sse_json(&failure_error(f).body()));
+                    let (outcome, err) = failure(&ctx.state, f);
+                    st.guard.end(outcome);
+                    st.pending.push(sse_json(&err.body()));
                     st.pending.push(SseEvent::default().data("[DONE]"));
                     st.done = true;
                 }

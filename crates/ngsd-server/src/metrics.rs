@@ -213,15 +213,6 @@ impl Metrics {
         }
     }
 
-    /// Count of generations that ended with `outcome` (all endpoints).
-    pub fn outcomes(&self, outcome: Outcome) -> u64 {
-        let g = self.generations.lock().unwrap_or_else(|e| e.into_inner());
-        g.iter()
-            .filter(|((_, o), _)| *o == outcome)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
