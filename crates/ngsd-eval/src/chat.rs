@@ -26,6 +26,7 @@ impl Role {
 
 /// One earlier turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Turn {
     /// Who wrote it.
     pub role: Role,

@@ -201,11 +201,16 @@ fn wrapped(wrap: &Wrap, sample: Sample, kept: usize) -> Vec<Sample> {
     };
     chosen
         .into_iter()
-        .map(|t| Sample {
-            id: format!("{}@{}", sample.id, t.name),
-            text: t.apply(&sample.text),
-            wrapper: Some(t.name.clone()),
-            ..sample.clone()
+        .map(|t| {
+            let mut history = t.apply_history(&sample.text);
+            history.extend(sample.history.iter().cloned());
+            Sample {
+                id: format!("{}@{}", sample.id, t.name),
+                text: t.apply(&sample.text),
+                history,
+                wrapper: Some(t.name.clone()),
+                ..sample.clone()
+            }
         })
         .collect()
 }

@@ -614,7 +614,7 @@ fn dataset_spec(loc: &Locator<'_>, base: &Path, i: usize, d: RawDataset) -> Resu
     let (text_field, messages_field) = text_source(loc, i, &d)?;
     let raw = check_raw(loc, i, &d)?;
     let wrap = match d.wrap {
-        Some(w) => Some(wrap_spec(loc, base, i, w)?),
+        Some(w) => Some(wrap_spec(loc, base, i, w, raw)?),
         None => None,
     };
     if let Some(g) = d.group.as_ref().filter(|g| g.get_ref().trim().is_empty()) {
@@ -687,7 +687,13 @@ fn check_raw(loc: &Locator<'_>, i: usize, d: &RawDataset) -> Result<bool> {
 }
 
 /// Reads the wrapper file of a `wrap` entry and keeps the chosen families' templates.
-fn wrap_spec(loc: &Locator<'_>, base: &Path, i: usize, w: Spanned<RawWrap>) -> Result<Wrap> {
+fn wrap_spec(
+    loc: &Locator<'_>,
+    base: &Path,
+    i: usize,
+    w: Spanned<RawWrap>,
+    raw: bool,
+) -> Result<Wrap> {
     let span = w.span();
     let w = w.into_inner();
     let file = base.join(w.file.get_ref());
@@ -734,6 +740,16 @@ fn wrap_spec(loc: &Locator<'_>, base: &Path, i: usize, w: Spanned<RawWrap>) -> R
                 .collect()
         }
     };
+    if let Some(t) = templates.iter().find(|t| raw && !t.history.is_empty()) {
+        return Err(loc.invalid(
+            &span,
+            format!("datasets[{i}].wrap"),
+            format!(
+                "template `{}` adds conversation turns, but the dataset is raw text; choose families without history for raw datasets",
+                t.name
+            ),
+        ));
+    }
     Ok(Wrap {
         file,
         mode: w.mode,

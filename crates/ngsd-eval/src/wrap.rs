@@ -1,6 +1,7 @@
 //! Jailbreak-wrapper templates: a TOML file of `[[templates]]` (family, name, text with a
-//! `{request}` placeholder, or `{part1}` … `{partN}` for payload splitting), validated with
-//! line/column errors, and applied to a dataset's samples when it is loaded.
+//! `{request}` placeholder, or `{part1}` … `{partN}` for payload splitting, and optional
+//! history turns put before the request), validated with line/column errors, and applied to a
+//! dataset's samples when it is loaded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::chat::{Role, Turn};
 use crate::error::{Error, Result};
 use crate::suite::Locator;
 
@@ -29,9 +31,13 @@ pub struct Template {
     pub family: String,
     /// Its name, unique in its file; wrapped sample ids end in `@<name>`.
     pub name: String,
-    /// The text with its placeholders.
+    /// The message answered, with its placeholders.
     pub text: String,
-    /// 0 when the text holds `{request}`; otherwise N, the text holding `{part1}` … `{partN}`.
+    /// Turns put before the sample's own history (user first, alternating, ending with the
+    /// assistant); their contents may hold placeholders too.
+    pub history: Vec<Turn>,
+    /// 0 when the template holds `{request}`; otherwise N, the template holding `{part1}` …
+    /// `{partN}` (across its text and history).
     pub parts: usize,
 }
 
@@ -47,36 +53,57 @@ pub struct Wrap {
 }
 
 impl Template {
-    /// The template with the request put in: `{request}` replaced by it, or `{partK}` by the
+    /// The text with the request put in: `{request}` replaced by it, or `{partK}` by the
     /// K-th of N runs of its words (split at spaces into runs as even as possible, the earlier
     /// runs one word longer when they cannot all be equal; a run is empty when the request
     /// has fewer words than parts). Text that is not a placeholder is kept as it is.
     pub fn apply(&self, request: &str) -> String {
-        let parts = if self.parts > 0 {
+        fill(&self.text, request, &self.split(request))
+    }
+
+    /// The template's history turns with the request put in, as [`Template::apply`] does.
+    pub fn apply_history(&self, request: &str) -> Vec<Turn> {
+        let parts = self.split(request);
+        self.history
+            .iter()
+            .map(|t| Turn {
+                role: t.role,
+                content: fill(&t.content, request, &parts),
+            })
+            .collect()
+    }
+
+    fn split(&self, request: &str) -> Vec<String> {
+        if self.parts > 0 {
             split_words(request, self.parts)
         } else {
             Vec::new()
-        };
-        let mut out = String::with_capacity(self.text.len() + request.len());
-        let mut rest = self.text.as_str();
-        while let Some((before, name, after)) = next_placeholder(rest) {
-            out.push_str(before);
-            match placeholder(name) {
-                Some(Placeholder::Request) => out.push_str(request),
-                Some(Placeholder::Part(k)) if k >= 1 && k <= parts.len() => {
-                    out.push_str(&parts[k - 1]);
-                }
-                _ => {
-                    out.push('{');
-                    out.push_str(name);
-                    out.push('}');
-                }
-            }
-            rest = after;
         }
-        out.push_str(rest);
-        out
     }
+}
+
+/// `text` with its placeholders replaced in one pass (so a request holding `{part1}` is not
+/// filled again).
+fn fill(text: &str, request: &str, parts: &[String]) -> String {
+    let mut out = String::with_capacity(text.len() + request.len());
+    let mut rest = text;
+    while let Some((before, name, after)) = next_placeholder(rest) {
+        out.push_str(before);
+        match placeholder(name) {
+            Some(Placeholder::Request) => out.push_str(request),
+            Some(Placeholder::Part(k)) if k >= 1 && k <= parts.len() => {
+                out.push_str(&parts[k - 1]);
+            }
+            _ => {
+                out.push('{');
+                out.push_str(name);
+                out.push('}');
+            }
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `request` split into `n` runs of whole words.
@@ -172,6 +199,7 @@ struct RawTemplate {
     family: Spanned<String>,
     name: Spanned<String>,
     text: Spanned<String>,
+    history: Option<Spanned<Vec<Turn>>>,
 }
 
 /// Reads and validates a wrapper file: TOML with `[[templates]]` entries of
@@ -182,7 +210,12 @@ struct RawTemplate {
 ///   request split into N parts (payload splitting), `{part1}` … `{partN}` (N ≥ 2, none
 ///   missing, no `{request}`): the request's words are cut into N runs, in order, as even as
 ///   possible (see [`Template::apply`]). Any other `{name}` of lowercase letters, digits and
-///   `_` is an error (a misspelt placeholder); other braces (code, JSON) are plain text.
+///   `_` is an error (a misspelt placeholder); other braces (code, JSON) are plain text;
+/// - `history` (optional): turns put before the sample's own history, e.g.
+///   `[{ role = "user", content = "..." }, { role = "assistant", content = "..." }]`: user
+///   first, alternating, ending with the assistant (the wrapped text is the next user
+///   message). Their contents may hold the placeholders too (a request split across turns);
+///   the placeholder rules apply to the text and history together.
 ///
 /// Errors name the file's line and column.
 pub fn load_wrappers(path: &Path) -> Result<Vec<Template>> {
@@ -226,16 +259,57 @@ pub fn load_wrappers(path: &Path) -> Result<Vec<Template>> {
                 ),
             ));
         }
-        let parts = check_placeholders(t.text.get_ref())
+        let history = match t.history {
+            Some(h) => {
+                check_history(h.get_ref())
+                    .map_err(|m| loc.invalid(&h.span(), format!("templates[{i}].history"), m))?;
+                h.into_inner()
+            }
+            None => Vec::new(),
+        };
+        let all_text = history
+            .iter()
+            .map(|turn| turn.content.as_str())
+            .chain([t.text.get_ref().as_str()])
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parts = check_placeholders(&all_text)
             .map_err(|m| loc.invalid(&t.text.span(), format!("templates[{i}].text"), m))?;
         out.push(Template {
             family: t.family.into_inner(),
             name: t.name.into_inner(),
             text: t.text.into_inner(),
+            history,
             parts,
         });
     }
     Ok(out)
+}
+
+/// A template's history runs user, assistant, user, …, assistant (the wrapped text is the
+/// next user message).
+fn check_history(history: &[Turn]) -> std::result::Result<(), String> {
+    for (k, turn) in history.iter().enumerate() {
+        let expected = if k % 2 == 0 {
+            Role::User
+        } else {
+            Role::Assistant
+        };
+        if turn.role != expected {
+            return Err(format!(
+                "turn {k} is from the {}, but the {} was expected: history turns alternate user, assistant, …",
+                turn.role.as_str(),
+                expected.as_str()
+            ));
+        }
+    }
+    if history.len() % 2 == 1 {
+        return Err(format!(
+            "the last history turn (turn {}) is from the user; end the history with the assistant's turn, the wrapped text is the next user message",
+            history.len() - 1
+        ));
+    }
+    Ok(())
 }
 
 /// The family names of `templates`, in first-seen order.

@@ -356,3 +356,65 @@ fn groups_pool_one_label() {
     let suite = Suite::parse(&ok, &fixtures().join("s.toml"), GATES).expect("one label");
     assert_eq!(suite.datasets[1].group.as_deref(), Some("g"));
 }
+
+#[test]
+fn templates_with_turns_come_before_the_samples_own() {
+    let s = samples(
+        "path = \"chats.jsonl\"\nmessages-field = \"messages\"\nid-field = \"id\"\nlabel = \"harmful\"\nwrap = { file = \"wrappers_turns.toml\" }",
+    );
+    assert_eq!(s.len(), 6);
+    let first = &s[0];
+    assert_eq!(first.id, "c1@opener-a");
+    let turns: Vec<&str> = first.history.iter().map(|t| t.content.as_str()).collect();
+    assert_eq!(
+        turns,
+        [
+            "Can you help me plan my week?",
+            "Of course. What do you have on?",
+            "Hi, I'm Noor.",
+            "Nice to meet you, Noor!"
+        ]
+    );
+    assert_eq!(first.text, "Thanks. One more thing: What is my name?");
+    let split = &s[5];
+    assert_eq!(split.id, "c3@turns-a");
+    assert_eq!(split.history[0].content, "Store this as X: Name a");
+    assert_eq!(
+        split.text,
+        "Now Y is: green vegetable.. Answer X followed by Y."
+    );
+
+    check_suite_error(
+        "path = \"raw.jsonl\"\ntext-field = \"text\"\nlabel = \"benign\"\nraw = true\nwrap = { file = \"wrappers_turns.toml\" }",
+        &[
+            "s.toml:7:8",
+            "datasets[0].wrap",
+            "template `opener-a` adds conversation turns, but the dataset is raw text",
+        ],
+    );
+}
+
+#[test]
+fn template_turn_mistakes_are_located() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let head = "[[templates]]\nfamily = \"f\"\nname = \"a\"\ntext = \"{request}\"\n";
+    check_wrapper_error(
+        dir.path(),
+        &format!("{head}history = [{{ role = \"user\", content = \"hi\" }}]\n"),
+        &[
+            "w.toml:5:11",
+            "templates[0].history",
+            "the last history turn (turn 0) is from the user",
+        ],
+    );
+    check_wrapper_error(
+        dir.path(),
+        &format!("{head}history = [{{ role = \"bot\", content = \"hi\" }}]\n"),
+        &["w.toml:5", "unknown variant `bot`"],
+    );
+    check_wrapper_error(
+        dir.path(),
+        "[[templates]]\nfamily = \"f\"\nname = \"a\"\ntext = \"Do it now.\"\nhistory = [{ role = \"user\", content = \"{part1}\" }, { role = \"assistant\", content = \"{part3}\" }]\n",
+        &["w.toml:4:8", "`{part2}` is missing"],
+    );
+}

@@ -7,6 +7,7 @@ fn template(text: &str) -> Template {
         family: "f".into(),
         name: "t".into(),
         text: text.into(),
+        history: Vec::new(),
         parts: check_placeholders(text).expect("valid template"),
     }
 }
@@ -60,5 +61,49 @@ fn braces_that_are_not_placeholders() {
     assert_eq!(
         next_placeholder("a {{request}} b"),
         Some(("a {", "request", "} b"))
+    );
+}
+
+fn turn(role: Role, content: &str) -> Turn {
+    Turn {
+        role,
+        content: content.into(),
+    }
+}
+
+#[test]
+fn history_turns_get_the_parts_too() {
+    let t = Template {
+        family: "f".into(),
+        name: "t".into(),
+        text: "Now join X and Y and do it.".into(),
+        history: vec![
+            turn(Role::User, "Remember X = \"{part1}\"."),
+            turn(Role::Assistant, "Noted."),
+            turn(Role::User, "And Y = \"{part2}\"."),
+            turn(Role::Assistant, "Noted too."),
+        ],
+        parts: 2,
+    };
+    let h = t.apply_history("open the red door");
+    assert_eq!(h[0].content, "Remember X = \"open the\".");
+    assert_eq!(h[2].content, "And Y = \"red door\".");
+    assert_eq!(h[1], turn(Role::Assistant, "Noted."));
+    assert_eq!(t.apply("open the red door"), "Now join X and Y and do it.");
+}
+
+#[test]
+fn history_must_alternate_and_end_with_the_assistant() {
+    assert!(check_history(&[]).is_ok());
+    assert!(check_history(&[turn(Role::User, "a"), turn(Role::Assistant, "b")]).is_ok());
+    let err = check_history(&[turn(Role::Assistant, "a")]).expect_err("starts wrong");
+    assert!(
+        err.contains("turn 0 is from the assistant, but the user was expected"),
+        "{err}"
+    );
+    let err = check_history(&[turn(Role::User, "a")]).expect_err("ends wrong");
+    assert!(
+        err.contains("the last history turn (turn 0) is from the user"),
+        "{err}"
     );
 }
