@@ -131,25 +131,16 @@ pub fn load_file(spec: &FileSpec) -> Result<Vec<Example>> {
         .path
         .file_stem()
         .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
-    let mut d = DatasetSpec {
-        name,
-        path: spec.path.clone(),
-        format,
-        text_field: String::new(),
-        label: if spec.harmful {
-            Label::Harmful
-        } else {
-            Label::Benign
-        },
-        answer_field: None,
-        id_field: None,
-        ids: None,
-        filter: spec.filter.as_ref().map(|(field, value)| WhereFilter {
-            field: field.clone(),
-            equals: value.clone(),
-        }),
-        limit: None,
+    let label = if spec.harmful {
+        Label::Harmful
+    } else {
+        Label::Benign
     };
+    let mut d = DatasetSpec::new(name, spec.path.clone(), format, String::new(), label);
+    d.filter = spec.filter.as_ref().map(|(field, value)| WhereFilter {
+        field: field.clone(),
+        equals: value.clone(),
+    });
     if let Some(f) = &spec.text_field {
         d.text_field = f.clone();
         return load_spec(&d);
