@@ -172,7 +172,18 @@ fn load_spec(d: &DatasetSpec) -> Result<Vec<Example>> {
     }
     Ok(samples
         .into_iter()
-        .map(|s| Example::new(&d.name, &s.text, d.label == Label::Harmful))
+        .map(|s| Example {
+            set: d.name.clone(),
+            harmful: s.label == Label::Harmful,
+            history: s
+                .history
+                .iter()
+                .map(|t| Message::new(t.role.as_str(), &t.content))
+                .collect(),
+            system: s.system,
+            raw: s.raw,
+            text: s.text,
+        })
         .collect())
 }
 
