@@ -174,6 +174,9 @@ pub struct DatasetSpec {
     pub wrap: Option<Wrap>,
     /// The report pools datasets of the same group (all of one label) into one row.
     pub group: Option<String>,
+    /// Keep every n-th row that passes the filters (the 1st, the n+1-th, …), for an evenly
+    /// spread subset of a file ordered by topic.
+    pub every: Option<usize>,
 }
 
 impl DatasetSpec {
@@ -202,6 +205,7 @@ impl DatasetSpec {
             raw: false,
             wrap: None,
             group: None,
+            every: None,
         }
     }
 }
@@ -279,6 +283,7 @@ struct RawDataset {
     raw: Option<Spanned<bool>>,
     wrap: Option<Spanned<RawWrap>>,
     group: Option<Spanned<String>>,
+    every: Option<Spanned<usize>>,
 }
 
 /// `wrap = { file = "wrappers.toml", families = ["persona"], mode = "cycle" }`.
@@ -624,6 +629,13 @@ fn dataset_spec(loc: &Locator<'_>, base: &Path, i: usize, d: RawDataset) -> Resu
             "the group name is empty; name the pool, e.g. \"wrapped-harmful\"".into(),
         ));
     }
+    if let Some(e) = d.every.as_ref().filter(|e| *e.get_ref() == 0) {
+        return Err(loc.invalid(
+            &e.span(),
+            format!("datasets[{i}].every"),
+            "`every` must be 1 or more (1 keeps every row, 3 every third)".into(),
+        ));
+    }
     Ok(DatasetSpec {
         name: d.name.into_inner(),
         path: file,
@@ -640,6 +652,7 @@ fn dataset_spec(loc: &Locator<'_>, base: &Path, i: usize, d: RawDataset) -> Resu
         raw,
         wrap,
         group: d.group.map(Spanned::into_inner),
+        every: d.every.map(Spanned::into_inner),
     })
 }
 
