@@ -105,7 +105,7 @@ impl Generator for DecoderGenerator {
                         )
                         .into());
                     };
-                    let params = safety::with_weights("timing = token", Some(weights));
+                    let params = safety::with_weights("monitor = false", Some(weights));
                     Reflection::Probe {
                         gate: safety::load_gate("sigmoid", &params, &self.dirs, &self.models.base)
                             .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?,
@@ -137,7 +137,7 @@ impl Generator for DecoderGenerator {
             finish: match out.finish {
                 FinishReason::Eos => Finish::Eos,
                 FinishReason::MaxTokens => Finish::Length,
-                FinishReason::Stop(s) if s == ngsd_decode::EARLY_STOP => Finish::EarlyStop,
+                FinishReason::SafetyStop => Finish::EarlyStop,
                 FinishReason::Stop(_) => Finish::Stop,
                 FinishReason::ContextFull | FinishReason::Cancelled => Finish::Other,
             },

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use ngsd_decode::Output;
-use ngsd_runtime::{FinishReason, GenerateConfig, Message, SamplingConfig};
+use ngsd_runtime::{GenerateConfig, Message, SamplingConfig};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -486,10 +486,7 @@ impl Limits {
 /// OpenAI's finish reason: `stop`, `length`, or `content_filter` when the safety early stop
 /// ended a steered answer.
 pub fn finish_reason(out: &Output) -> &'static str {
-    match &out.finish {
-        FinishReason::Stop(s) if s == ngsd_decode::EARLY_STOP => "content_filter",
-        other => other.as_str(),
-    }
+    out.finish.as_str()
 }
 
 /// The `usage` object.
