@@ -78,7 +78,8 @@ fn fnv1a_128(bytes: &[u8]) -> u128 {
 type Row = Map<String, Value>;
 
 /// Reads `spec.path` and returns its samples in file order: rows filtered by `where` and
-/// `ids`, shaped (message, conversation or raw text), wrapped, then limited.
+/// `ids`, thinned by `every`, shaped (message, conversation or raw text), wrapped, then
+/// limited.
 pub fn load_dataset(spec: &DatasetSpec) -> Result<Vec<Sample>> {
     let err = |message: String| Error::Dataset {
         dataset: spec.name.clone(),
@@ -87,11 +88,15 @@ pub fn load_dataset(spec: &DatasetSpec) -> Result<Vec<Sample>> {
     };
     let rows = read_rows(spec.format, &spec.path).map_err(err)?;
     let mut samples = Vec::new();
-    let mut kept = 0usize;
+    let (mut passed, mut kept) = (0usize, 0usize);
     for (index, row) in rows.iter().enumerate() {
         let Some(sample) = row_sample(spec, index, row).map_err(err)? else {
             continue;
         };
+        passed += 1;
+        if spec.every.is_some_and(|n| (passed - 1) % n != 0) {
+            continue;
+        }
         match &spec.wrap {
             Some(w) => samples.extend(wrapped(w, sample, kept)),
             None => samples.push(sample),

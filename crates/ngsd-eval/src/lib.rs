@@ -41,7 +41,9 @@
 //!     wrapper does not make a request harmful;
 //!   - `id-field` (default: the 0-based row index), `ids = "400-519"` (integer ids to keep),
 //!     `where = { field = "label", equals = "1" }`, `answer-field` (reference answers, for
-//!     accuracy), `limit` (most samples kept, counted after wrapping);
+//!     accuracy), `every = 3` (keep every third row that passes the filters: an evenly spread
+//!     subset of a file ordered by topic), `limit` (most samples kept, counted after
+//!     wrapping);
 //!   - `group = "name"`: the report also pools all datasets of the group (one label per
 //!     group), e.g. every wrapper family's harmful set.
 //!

@@ -174,6 +174,9 @@ pub struct DatasetSpec {
     pub wrap: Option<Wrap>,
     /// The report pools datasets of the same group (all of one label) into one row.
     pub group: Option<String>,
+    /// Keep every n-th row that passes the filters (the 1st, the n+1-th, …), for an evenly
+    /// spread subset of a file ordered by topic.
+    pub every: Option<usize>,
 }
 
 impl DatasetSpec {
@@ -202,6 +205,7 @@ impl DatasetSpec {
             raw: false,
             wrap: None,
             group: None,
+            every: None,
         }
     }
 }
@@ -279,6 +283,7 @@ struct RawDataset {
     raw: Option<Spanned<bool>>,
     wrap: Option<Spanned<RawWrap>>,
     group: Option<Spanned<String>>,
+    every: Option<Spanned<usize>>,
 }
 
 /// `wrap = { file = "wrappers.toml", families = ["persona"], mode = "cycle" }`.
@@ -406,174 +411,214 @@ impl Suite {
         let loc = Locator { text, path };
         let raw: RawSuite = loc.parse_toml()?;
         let base = path.parent().unwrap_or(Path::new(""));
-
-        let mut datasets: Vec<DatasetSpec> = Vec::with_capacity(raw.datasets.len());
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut groups: HashMap<String, (Label, String)> = HashMap::new();
-        for (i, d) in raw.datasets.into_iter().enumerate() {
-            let name = d.name.get_ref().clone();
-            if let Some(first) = seen.insert(name.clone(), loc.line_col(&d.name.span()).0) {
-                return Err(loc.invalid(
-                    &d.name.span(),
-                    format!("datasets[{i}].name"),
-                    format!("duplicate dataset name `{name}` (first on line {first}); give each dataset its own name"),
-                ));
-            }
-            if let Some(g) = &d.group {
-                let (label, first) = groups
-                    .entry(g.get_ref().clone())
-                    .or_insert((d.label, name.clone()));
-                if *label != d.label {
-                    return Err(loc.invalid(
-                        &g.span(),
-                        format!("datasets[{i}].group"),
-                        format!(
-                            "group `{}` already holds the {label} dataset `{first}`, and `{name}` is {}; a group pools datasets of one label",
-                            g.get_ref(),
-                            d.label
-                        ),
-                    ));
-                }
-            }
-            datasets.push(dataset_spec(&loc, base, i, d)?);
-        }
-
-        // Configurations, each with the span of its name and gate for error messages.
-        let mut configs: Vec<(ConfigSpec, Range<usize>, Range<usize>, String)> = Vec::new();
-        for (i, c) in raw.configs.into_iter().enumerate() {
-            let alpha = check_alpha(&loc, &c.alpha, format!("configs[{i}].alpha"))?;
-            configs.push((
-                ConfigSpec {
-                    name: c.name.get_ref().clone(),
-                    gate: c.gate.get_ref().clone(),
-                    gate_config: c.gate_config,
-                    expert: c.expert,
-                    reflection: c.reflection,
-                    alpha,
-                },
-                c.name.span(),
-                c.gate.span(),
-                format!("configs[{i}]"),
-            ));
-        }
-        for (m, mx) in raw.matrix.into_iter().enumerate() {
-            let mut alphas = Vec::with_capacity(mx.alphas.len());
-            for (k, a) in mx.alphas.iter().enumerate() {
-                alphas.push(check_alpha(&loc, a, format!("matrix[{m}].alphas[{k}]"))?);
-            }
-            for (g, gate) in mx.gates.iter().enumerate() {
-                for expert in &mx.experts {
-                    for &reflection in &mx.reflections {
-                        for &alpha in &alphas {
-                            let mut name = format!("{}{}", mx.prefix, gate.get_ref());
-                            if mx.experts.len() > 1 || expert != "none" {
-                                name.push_str(&format!("-{expert}"));
-                            }
-                            if mx.reflections.len() > 1 || reflection != Reflection::Off {
-                                name.push_str(&format!("-{reflection}"));
-                            }
-                            if alphas.len() > 1 {
-                                name.push_str(&format!("-a{alpha}"));
-                            }
-                            configs.push((
-                                ConfigSpec {
-                                    name,
-                                    gate: gate.get_ref().clone(),
-                                    gate_config: mx.gate_config.clone(),
-                                    expert: expert.clone(),
-                                    reflection,
-                                    alpha,
-                                },
-                                gate.span(),
-                                gate.span(),
-                                format!("matrix[{m}].gates[{g}]"),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-
-        let mut names: HashMap<&str, usize> = HashMap::new();
-        for (c, name_span, gate_span, key) in &configs {
-            if !known_gates.contains(&c.gate.as_str()) {
-                return Err(loc.invalid(
-                    gate_span,
-                    if key.starts_with("matrix") {
-                        key.clone()
-                    } else {
-                        format!("{key}.gate")
-                    },
-                    format!(
-                        "unknown gate `{}` in configuration `{}`; known gates: {}",
-                        c.gate,
-                        c.name,
-                        known_gates.join(", ")
-                    ),
-                ));
-            }
-            if c.name.is_empty()
-                || !c
-                    .name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-                || c.name.starts_with('.')
-            {
-                return Err(loc.invalid(
-                    name_span,
-                    format!("{key}.name"),
-                    format!(
-                        "configuration name `{}` must be non-empty ASCII letters, digits, `-`, `_` or `.` (it names the results file)",
-                        c.name
-                    ),
-                ));
-            }
-            let line = loc.line_col(name_span).0;
-            if let Some(first) = names.insert(&c.name, line) {
-                return Err(loc.invalid(
-                    name_span,
-                    format!("{key}.name"),
-                    format!(
-                        "duplicate configuration name `{}` (first on line {first}); names must be unique because each names its results file",
-                        c.name
-                    ),
-                ));
-            }
-        }
-
-        let baseline = match raw.baseline {
-            Some(b) => {
-                if !names.contains_key(b.get_ref().as_str()) {
-                    return Err(loc.invalid(
-                        &b.span(),
-                        "baseline".to_owned(),
-                        format!(
-                            "no configuration is named `{}`; name one of: {}",
-                            b.get_ref(),
-                            configs
-                                .iter()
-                                .map(|c| c.0.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
-                Some(b.into_inner())
-            }
-            None => configs
-                .iter()
-                .find(|c| c.0.gate == "never")
-                .map(|c| c.0.name.clone()),
-        };
-
+        let datasets = datasets(&loc, base, raw.datasets)?;
+        let configs = configs(&loc, raw.configs, raw.matrix)?;
+        check_configs(&loc, &configs, known_gates)?;
+        let baseline = baseline(&loc, raw.baseline, &configs)?;
         Ok(Suite {
             path: path.to_owned(),
             generation: raw.generation,
             datasets,
-            configs: configs.into_iter().map(|c| c.0).collect(),
+            configs: configs.into_iter().map(|c| c.spec).collect(),
             baseline,
         })
     }
+}
+
+/// A configuration with where it was written, for errors.
+struct Located {
+    spec: ConfigSpec,
+    name_span: Range<usize>,
+    gate_span: Range<usize>,
+    /// `configs[i]` or `matrix[m].gates[g]`.
+    key: String,
+}
+
+/// Validates the `[[datasets]]` entries: unique names, one label per group, each entry.
+fn datasets(loc: &Locator<'_>, base: &Path, raw: Vec<RawDataset>) -> Result<Vec<DatasetSpec>> {
+    let mut datasets: Vec<DatasetSpec> = Vec::with_capacity(raw.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut groups: HashMap<String, (Label, String)> = HashMap::new();
+    for (i, d) in raw.into_iter().enumerate() {
+        let name = d.name.get_ref().clone();
+        if let Some(first) = seen.insert(name.clone(), loc.line_col(&d.name.span()).0) {
+            return Err(loc.invalid(
+                &d.name.span(),
+                format!("datasets[{i}].name"),
+                format!("duplicate dataset name `{name}` (first on line {first}); give each dataset its own name"),
+            ));
+        }
+        if let Some(g) = &d.group {
+            let (label, first) = groups
+                .entry(g.get_ref().clone())
+                .or_insert((d.label, name.clone()));
+            if *label != d.label {
+                return Err(loc.invalid(
+                    &g.span(),
+                    format!("datasets[{i}].group"),
+                    format!(
+                        "group `{}` already holds the {label} dataset `{first}`, and `{name}` is {}; a group pools datasets of one label",
+                        g.get_ref(),
+                        d.label
+                    ),
+                ));
+            }
+        }
+        datasets.push(dataset_spec(loc, base, i, d)?);
+    }
+    Ok(datasets)
+}
+
+/// The `[[configs]]` entries, then the `[[matrix]]` expansions.
+fn configs(
+    loc: &Locator<'_>,
+    raw_configs: Vec<RawConfig>,
+    matrix: Vec<RawMatrix>,
+) -> Result<Vec<Located>> {
+    let mut configs: Vec<Located> = Vec::new();
+    for (i, c) in raw_configs.into_iter().enumerate() {
+        let alpha = check_alpha(loc, &c.alpha, format!("configs[{i}].alpha"))?;
+        configs.push(Located {
+            spec: ConfigSpec {
+                name: c.name.get_ref().clone(),
+                gate: c.gate.get_ref().clone(),
+                gate_config: c.gate_config,
+                expert: c.expert,
+                reflection: c.reflection,
+                alpha,
+            },
+            name_span: c.name.span(),
+            gate_span: c.gate.span(),
+            key: format!("configs[{i}]"),
+        });
+    }
+    for (m, mx) in matrix.into_iter().enumerate() {
+        let mut alphas = Vec::with_capacity(mx.alphas.len());
+        for (k, a) in mx.alphas.iter().enumerate() {
+            alphas.push(check_alpha(loc, a, format!("matrix[{m}].alphas[{k}]"))?);
+        }
+        for (g, gate) in mx.gates.iter().enumerate() {
+            for expert in &mx.experts {
+                for &reflection in &mx.reflections {
+                    for &alpha in &alphas {
+                        let mut name = format!("{}{}", mx.prefix, gate.get_ref());
+                        if mx.experts.len() > 1 || expert != "none" {
+                            name.push_str(&format!("-{expert}"));
+                        }
+                        if mx.reflections.len() > 1 || reflection != Reflection::Off {
+                            name.push_str(&format!("-{reflection}"));
+                        }
+                        if alphas.len() > 1 {
+                            name.push_str(&format!("-a{alpha}"));
+                        }
+                        configs.push(Located {
+                            spec: ConfigSpec {
+                                name,
+                                gate: gate.get_ref().clone(),
+                                gate_config: mx.gate_config.clone(),
+                                expert: expert.clone(),
+                                reflection,
+                                alpha,
+                            },
+                            name_span: gate.span(),
+                            gate_span: gate.span(),
+                            key: format!("matrix[{m}].gates[{g}]"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(configs)
+}
+
+/// Known gates, valid and unique configuration names.
+fn check_configs(loc: &Locator<'_>, configs: &[Located], known_gates: &[&str]) -> Result<()> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for Located {
+        spec: c,
+        name_span,
+        gate_span,
+        key,
+    } in configs
+    {
+        if !known_gates.contains(&c.gate.as_str()) {
+            return Err(loc.invalid(
+                gate_span,
+                if key.starts_with("matrix") {
+                    key.clone()
+                } else {
+                    format!("{key}.gate")
+                },
+                format!(
+                    "unknown gate `{}` in configuration `{}`; known gates: {}",
+                    c.gate,
+                    c.name,
+                    known_gates.join(", ")
+                ),
+            ));
+        }
+        if c.name.is_empty()
+            || !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            || c.name.starts_with('.')
+        {
+            return Err(loc.invalid(
+                name_span,
+                format!("{key}.name"),
+                format!(
+                    "configuration name `{}` must be non-empty ASCII letters, digits, `-`, `_` or `.` (it names the results file)",
+                    c.name
+                ),
+            ));
+        }
+        let line = loc.line_col(name_span).0;
+        if let Some(first) = names.insert(&c.name, line) {
+            return Err(loc.invalid(
+                name_span,
+                format!("{key}.name"),
+                format!(
+                    "duplicate configuration name `{}` (first on line {first}); names must be unique because each names its results file",
+                    c.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The named baseline (which must exist), else the first configuration whose gate is `never`.
+fn baseline(
+    loc: &Locator<'_>,
+    raw: Option<Spanned<String>>,
+    configs: &[Located],
+) -> Result<Option<String>> {
+    Ok(match raw {
+        Some(b) => {
+            if !configs.iter().any(|c| &c.spec.name == b.get_ref()) {
+                return Err(loc.invalid(
+                    &b.span(),
+                    "baseline".to_owned(),
+                    format!(
+                        "no configuration is named `{}`; name one of: {}",
+                        b.get_ref(),
+                        configs
+                            .iter()
+                            .map(|c| c.spec.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            Some(b.into_inner())
+        }
+        None => configs
+            .iter()
+            .find(|c| c.spec.gate == "never")
+            .map(|c| c.spec.name.clone()),
+    })
 }
 
 /// Validates one `[[datasets]]` entry (its name is already checked for duplicates).
@@ -624,6 +669,13 @@ fn dataset_spec(loc: &Locator<'_>, base: &Path, i: usize, d: RawDataset) -> Resu
             "the group name is empty; name the pool, e.g. \"wrapped-harmful\"".into(),
         ));
     }
+    if let Some(e) = d.every.as_ref().filter(|e| *e.get_ref() == 0) {
+        return Err(loc.invalid(
+            &e.span(),
+            format!("datasets[{i}].every"),
+            "`every` must be 1 or more (1 keeps every row, 3 every third)".into(),
+        ));
+    }
     Ok(DatasetSpec {
         name: d.name.into_inner(),
         path: file,
@@ -640,6 +692,7 @@ fn dataset_spec(loc: &Locator<'_>, base: &Path, i: usize, d: RawDataset) -> Resu
         raw,
         wrap,
         group: d.group.map(Spanned::into_inner),
+        every: d.every.map(Spanned::into_inner),
     })
 }
 

@@ -418,3 +418,31 @@ fn template_turn_mistakes_are_located() {
         &["w.toml:4:8", "`{part2}` is missing"],
     );
 }
+
+#[test]
+fn every_keeps_an_evenly_spread_subset() {
+    let ids = |entry: &str| -> Vec<String> { samples(entry).into_iter().map(|s| s.id).collect() };
+    assert_eq!(
+        ids(
+            "path = \"harmful.json\"\ntext-field = \"goal\"\nid-field = \"id\"\nlabel = \"harmful\"\nevery = 2"
+        ),
+        ["0", "2", "4"]
+    );
+    // Filters first, then `every`, then wrapping (cycling over the kept rows) and `limit`.
+    assert_eq!(
+        ids(
+            "path = \"harmful.json\"\ntext-field = \"goal\"\nid-field = \"id\"\nids = \"1-4\"\nevery = 2\nlimit = 1\nlabel = \"harmful\"\nwrap = { file = \"wrappers.toml\", mode = \"cycle\" }"
+        ),
+        ["1@persona-a"]
+    );
+    assert_eq!(
+        ids(
+            "path = \"harmful.json\"\ntext-field = \"goal\"\nid-field = \"id\"\nids = \"1-4\"\nevery = 2\nlabel = \"harmful\"\nwrap = { file = \"wrappers.toml\", mode = \"cycle\" }"
+        ),
+        ["1@persona-a", "3@persona-b"]
+    );
+    check_suite_error(
+        "path = \"raw.jsonl\"\ntext-field = \"text\"\nlabel = \"benign\"\nevery = 0",
+        &["s.toml:6:9", "datasets[0].every", "must be 1 or more"],
+    );
+}

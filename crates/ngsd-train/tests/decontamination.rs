@@ -367,3 +367,28 @@ fn stress_data_is_not_training_data() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+#[test]
+fn gate_shapes_set_loads_within_its_budget() {
+    if !repo().join("../shared/datasets").is_dir() {
+        eprintln!("NOTE: ../shared/datasets is missing, so gate-shapes.toml was not loaded");
+        return;
+    }
+    let set = repo().join("models/smollm2-135m-instruct/gate-shapes.toml");
+    let examples = data::load_set_file(&set).unwrap_or_else(|e| panic!("{e}"));
+    let harmful = examples.iter().filter(|e| e.harmful).count();
+    assert_eq!(
+        (examples.len(), harmful),
+        (2379, 1081),
+        "the counts in its comments"
+    );
+    let long = examples
+        .iter()
+        .filter(|e| e.set.starts_with("long-"))
+        .count();
+    assert!(
+        examples.len() <= 2500 && long <= 150,
+        "{} prompts, {long} long",
+        examples.len()
+    );
+}
