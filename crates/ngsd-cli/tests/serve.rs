@@ -169,7 +169,11 @@ async fn metric(s: &Server, name: &str) -> f64 {
 
 #[tokio::test]
 async fn whole_and_streamed_answers_agree_on_both_endpoints() {
-    let s = Server::start(&["--allow-gate", "never"], &[]);
+    // Traces are off unless the server allows them (serve-allow-trace, default false).
+    let s = Server::start(
+        &["--allow-gate", "never"],
+        &[("NGSD_SERVE_ALLOW_TRACE", "true")],
+    );
     let (status, health) = {
         let r = client().get(s.url("/healthz")).send().await.unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
