@@ -543,7 +543,10 @@ mod manifest_tests {
         check("model.onnx", None);
         check("./onnx/model.onnx", None);
         check("../model.onnx", Some("files.onnx is `../model.onnx`"));
-        check("/etc/passwd", Some("must name a file inside the package folder"));
+        check(
+            "/etc/passwd",
+            Some("must name a file inside the package folder"),
+        );
         check("", Some("files.onnx is ``"));
     }
 
@@ -551,6 +554,9 @@ mod manifest_tests {
     fn the_format_tag_is_checked() {
         let text = manifest_with_onnx("m.onnx").replace(MANIFEST_FORMAT, "ngsd-model/9");
         let err = Manifest::parse(&text).expect_err("unknown format");
-        assert_eq!(err, "format is `ngsd-model/9`, this ngsd reads `ngsd-model/1`");
+        assert_eq!(
+            err,
+            "format is `ngsd-model/9`, this ngsd reads `ngsd-model/1`"
+        );
     }
 }

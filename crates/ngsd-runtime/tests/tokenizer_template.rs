@@ -105,5 +105,8 @@ fn a_stream_cut_inside_a_character_ends_without_a_replacement_character() {
             assert_eq!(text, full, "cut {cut}");
         }
     }
-    assert!(cut_inside > 0, "the emoji should span several byte-level tokens: {ids:?}");
+    assert!(
+        cut_inside > 0,
+        "the emoji should span several byte-level tokens: {ids:?}"
+    );
 }

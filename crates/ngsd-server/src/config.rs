@@ -96,10 +96,16 @@ impl ServerConfig {
             return bad("serve-timeout-s", "0; requests need time to run");
         }
         if self.header_timeout.is_zero() {
-            return bad("serve-header-timeout-s", "0; clients need time to send headers");
+            return bad(
+                "serve-header-timeout-s",
+                "0; clients need time to send headers",
+            );
         }
         if self.body_timeout.is_zero() {
-            return bad("serve-body-timeout-s", "0; clients need time to send a body");
+            return bad(
+                "serve-body-timeout-s",
+                "0; clients need time to send a body",
+            );
         }
         if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return bad(

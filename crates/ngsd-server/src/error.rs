@@ -164,7 +164,9 @@ impl ApiError {
         tracing::error!(error_id = %id, "internal error: {detail}");
         Self::new(
             ErrorKind::Internal,
-            format!("internal server error (id {id}); the server's log has the details under this id"),
+            format!(
+                "internal server error (id {id}); the server's log has the details under this id"
+            ),
         )
         .with_code("internal_error")
     }

@@ -57,7 +57,8 @@ fn unix_now() -> u64 {
 
 type Shared = Arc<AppState>;
 
-const ROUTES: &str = "POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /healthz, GET /metrics";
+const ROUTES: &str =
+    "POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /healthz, GET /metrics";
 
 /// The router with all routes and layers.
 pub fn router(state: Shared) -> Router {
@@ -219,8 +220,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
         e.close = true;
         return Err(e);
     }
-    match tokio::time::timeout(c.body_timeout, axum::body::to_bytes(body, c.max_body_bytes)).await
-    {
+    match tokio::time::timeout(c.body_timeout, axum::body::to_bytes(body, c.max_body_bytes)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
         Ok(Err(e)) => Err(ApiError::new(
@@ -580,7 +580,10 @@ mod tests {
     fn the_bearer_scheme_is_case_insensitive() {
         let check = |value: &str, token: Option<&str>| {
             let mut h = HeaderMap::new();
-            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).expect("ascii"));
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(value).expect("ascii"),
+            );
             assert_eq!(bearer_token(&h), token, "{value}");
         };
         check("Bearer k1", Some("k1"));

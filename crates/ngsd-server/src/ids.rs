@@ -24,10 +24,11 @@ pub fn random_hex(bytes: usize) -> String {
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
-    buf.iter().fold(String::with_capacity(bytes * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    buf.iter()
+        .fold(String::with_capacity(bytes * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]

@@ -136,7 +136,11 @@ impl Metrics {
         );
         let counters = [
             ("prompt_tokens", "Prompt tokens read", &self.prompt_tokens),
-            ("generated_tokens", "Tokens generated", &self.generated_tokens),
+            (
+                "generated_tokens",
+                "Tokens generated",
+                &self.generated_tokens,
+            ),
             (
                 "steered_tokens",
                 "Generated tokens the gate steered toward the expert",

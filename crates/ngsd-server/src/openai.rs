@@ -279,7 +279,12 @@ fn refuse_unknown(extra: &BTreeMap<String, Value>, prefix: &str) -> Result<(), A
 }
 
 /// Refuses `field` unless its value is one that asks for nothing (`off`).
-fn only_off(field: &str, value: Option<&Value>, off: fn(&Value) -> bool, why: &str) -> Result<(), ApiError> {
+fn only_off(
+    field: &str,
+    value: Option<&Value>,
+    off: fn(&Value) -> bool,
+    why: &str,
+) -> Result<(), ApiError> {
     match value {
         Some(v) if !v.is_null() && !off(v) => Err(ApiError::invalid(
             format!("{field} = {v} is not supported: {why}"),
@@ -468,7 +473,11 @@ impl Limits {
         if (ngsd.alpha.is_some() || turns_off) && !self.config.allow_alpha {
             return Err(ApiError::invalid(
                 "this server does not let requests set α or turn reflection off (serve-allow-alpha = false)",
-                if ngsd.alpha.is_some() { "ngsd.alpha" } else { "ngsd.reflection" },
+                if ngsd.alpha.is_some() {
+                    "ngsd.alpha"
+                } else {
+                    "ngsd.reflection"
+                },
             ));
         }
         if let Some(a) = ngsd.alpha
@@ -505,8 +514,8 @@ impl Limits {
                 "ngsd.trace",
             ));
         }
-        let alpha = (ngsd.alpha.is_some() || turns_off)
-            .then(|| ngsd.alpha.unwrap_or(DEFAULT_FIXED_ALPHA));
+        let alpha =
+            (ngsd.alpha.is_some() || turns_off).then(|| ngsd.alpha.unwrap_or(DEFAULT_FIXED_ALPHA));
         Ok(Overrides {
             gate: ngsd.gate,
             alpha,
@@ -557,8 +566,18 @@ impl Limits {
         let no_tools = "this server has no tool calling; leave it out";
         only_off("tools", req.tools.as_ref(), is_empty, no_tools)?;
         only_off("functions", req.functions.as_ref(), is_empty, no_tools)?;
-        only_off("tool_choice", req.tool_choice.as_ref(), is_no_tool, no_tools)?;
-        only_off("function_call", req.function_call.as_ref(), is_no_tool, no_tools)?;
+        only_off(
+            "tool_choice",
+            req.tool_choice.as_ref(),
+            is_no_tool,
+            no_tools,
+        )?;
+        only_off(
+            "function_call",
+            req.function_call.as_ref(),
+            is_no_tool,
+            no_tools,
+        )?;
         only_off(
             "top_logprobs",
             req.top_logprobs.map(Value::from).as_ref(),
@@ -856,7 +875,11 @@ impl Head {
         let chat = self.endpoint == Endpoint::Chat;
         Completion {
             id: &self.id,
-            object: if chat { "chat.completion" } else { "text_completion" },
+            object: if chat {
+                "chat.completion"
+            } else {
+                "text_completion"
+            },
             created: self.created,
             model: &self.model,
             choices: [Choice {
@@ -885,7 +908,11 @@ impl Head {
         let chat = self.endpoint == Endpoint::Chat;
         Chunk {
             id: &self.id,
-            object: if chat { "chat.completion.chunk" } else { "text_completion" },
+            object: if chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            },
             created: self.created,
             model: &self.model,
             choices: vec![ChunkChoice {

@@ -120,8 +120,8 @@ struct Loaded {
 /// The name clients use for a gate: its configured name, or, when it was configured by
 /// path, the name the plugin declares (paths stay private to the server).
 fn public_gate_name(key: &str, gate: &dyn Gate) -> String {
-    let is_path = key.contains(['/', '\\'])
-        || [".so", ".dylib", ".dll"].iter().any(|e| key.ends_with(e));
+    let is_path =
+        key.contains(['/', '\\']) || [".so", ".dylib", ".dll"].iter().any(|e| key.ends_with(e));
     if is_path {
         gate.name().to_string()
     } else {
@@ -152,10 +152,15 @@ fn load(factory: &EngineFactory, i: usize) -> Result<Loaded, Error> {
     })?;
     let hidden = engine.models.base.has_hidden_state();
     let probe = match &engine.reflection {
-        Reflection::Probe { gate, .. } => Some(("the reflection probe", gate.as_ref() as &dyn Gate)),
+        Reflection::Probe { gate, .. } => {
+            Some(("the reflection probe", gate.as_ref() as &dyn Gate))
+        }
         _ => None,
     };
-    let gates = engine.gates.values().map(|g| ("gate", g.as_ref() as &dyn Gate));
+    let gates = engine
+        .gates
+        .values()
+        .map(|g| ("gate", g.as_ref() as &dyn Gate));
     for (what, gate) in gates.chain(probe) {
         if gate.needs().contains(Needs::HIDDEN) && !hidden {
             return Err(Error::Engine {

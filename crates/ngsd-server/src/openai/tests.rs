@@ -35,7 +35,12 @@ fn accepted(chat: bool, extra: Value) {
 #[test]
 fn unknown_fields_are_refused_by_name() {
     refused(true, json!({"foo": 1}), "foo", "unknown field `foo`");
-    refused(false, json!({"reasoning_effort": "high"}), "reasoning_effort", "unknown field");
+    refused(
+        false,
+        json!({"reasoning_effort": "high"}),
+        "reasoning_effort",
+        "unknown field",
+    );
     refused(
         true,
         json!({"messages": [{"role": "user", "content": "Hi", "tool_call_id": "x"}]}),
@@ -67,32 +72,92 @@ fn known_fields_do_not_leak_into_the_unknown_ones() {
 
 #[test]
 fn fields_that_would_change_the_answer_are_refused_unless_off() {
-    refused(true, json!({"tools": [{"type": "function"}]}), "tools", "no tool calling");
-    refused(true, json!({"tool_choice": "required"}), "tool_choice", "no tool calling");
+    refused(
+        true,
+        json!({"tools": [{"type": "function"}]}),
+        "tools",
+        "no tool calling",
+    );
+    refused(
+        true,
+        json!({"tool_choice": "required"}),
+        "tool_choice",
+        "no tool calling",
+    );
     refused(
         true,
         json!({"response_format": {"type": "json_object"}}),
         "response_format",
         "free text only",
     );
-    refused(true, json!({"presence_penalty": 0.5}), "presence_penalty", "no repetition penalties");
-    refused(false, json!({"frequency_penalty": -1}), "frequency_penalty", "no repetition penalties");
-    refused(true, json!({"logit_bias": {"50256": -100}}), "logit_bias", "does not bias");
+    refused(
+        true,
+        json!({"presence_penalty": 0.5}),
+        "presence_penalty",
+        "no repetition penalties",
+    );
+    refused(
+        false,
+        json!({"frequency_penalty": -1}),
+        "frequency_penalty",
+        "no repetition penalties",
+    );
+    refused(
+        true,
+        json!({"logit_bias": {"50256": -100}}),
+        "logit_bias",
+        "does not bias",
+    );
     refused(true, json!({"logprobs": true}), "logprobs", "not supported");
-    refused(true, json!({"top_logprobs": 3}), "top_logprobs", "no log probabilities");
+    refused(
+        true,
+        json!({"top_logprobs": 3}),
+        "top_logprobs",
+        "no log probabilities",
+    );
     refused(true, json!({"store": true}), "store", "stores nothing");
-    refused(false, json!({"suffix": "end"}), "suffix", "does not insert text");
+    refused(
+        false,
+        json!({"suffix": "end"}),
+        "suffix",
+        "does not insert text",
+    );
     refused(false, json!({"best_of": 3}), "best_of", "one candidate");
-    refused(false, json!({"echo": true}), "echo", "echo is not supported");
+    refused(
+        false,
+        json!({"echo": true}),
+        "echo",
+        "echo is not supported",
+    );
     refused(true, json!({"n": 2}), "n", "n = 2 is not supported");
 }
 
 #[test]
 fn errors_name_the_field_at_fault() {
-    refused(true, json!({"top_p": 2}), "top_p", "top_p = 2 is not in (0, 1]");
-    refused(true, json!({"temperature": -1}), "temperature", "temperature = -1 is not ≥ 0");
-    refused(true, json!({"max_completion_tokens": 0}), "max_completion_tokens", "at least 1 token");
-    refused(true, json!({"max_tokens": 1000}), "max_tokens", "above this server's limit of 64");
+    refused(
+        true,
+        json!({"top_p": 2}),
+        "top_p",
+        "top_p = 2 is not in (0, 1]",
+    );
+    refused(
+        true,
+        json!({"temperature": -1}),
+        "temperature",
+        "temperature = -1 is not ≥ 0",
+    );
+    refused(
+        true,
+        json!({"max_completion_tokens": 0}),
+        "max_completion_tokens",
+        "at least 1 token",
+    );
+    refused(
+        true,
+        json!({"max_tokens": 1000}),
+        "max_tokens",
+        "above this server's limit of 64",
+    );
     refused(
         true,
         json!({"ngsd": {"reflection": "generative"}}),
@@ -116,6 +181,9 @@ fn errors_name_the_field_at_fault() {
 #[test]
 fn budgets_default_and_cap() {
     assert_eq!(check(true, json!({})), Ok(16));
-    assert_eq!(check(true, json!({"max_completion_tokens": 5, "max_tokens": 9})), Ok(5));
+    assert_eq!(
+        check(true, json!({"max_completion_tokens": 5, "max_tokens": 9})),
+        Ok(5)
+    );
     assert_eq!(check(false, json!({"max_tokens": 64})), Ok(64));
 }
