@@ -1,6 +1,5 @@
 //! Errors of training: bad input data, the model, and writing results.
 
-
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
