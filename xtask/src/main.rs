@@ -3,6 +3,7 @@
 mod ablation;
 mod bench;
 mod demo;
+mod deploy;
 mod fuzz;
 mod load;
 mod setup;

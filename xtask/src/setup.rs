@@ -146,7 +146,7 @@ pub fn pip(python: &Path, verb: &str) -> Command {
     cmd
 }
 
-fn which_python() -> Result<String> {
+pub fn which_python() -> Result<String> {
     for candidate in ["python3", "python"] {
         if Command::new(candidate)
             .arg("--version")
