@@ -133,7 +133,7 @@ fn agree(docs: &[Value], serve_help: &str, dockerfile: &str) -> Result<()> {
         "scrapes must read /metrics"
     );
     ensure!(
-        a["prometheus.io/port"] == port.to_string(),
+        a["prometheus.io/port"].as_str() == Some(port.to_string().as_str()),
         "scrapes must use port {port}"
     );
     let image = container["image"]

@@ -62,9 +62,9 @@ fn models() -> Models {
     }
 }
 
-/// Starts a server whose engines are built by counting calls in `built`: engine `n` (from
-/// 1) has gate `faulty` named `faulty#n`, panicking on its first decision when `n == 1` and
-/// `panic_first`, failing (abort policy) otherwise when `!panic_first`.
+/// Starts a server whose engines are counted in `built`: engine number `n` (from 1) has the
+/// gate `faulty`, named `faulty#n`. With `panic_first` the first engine's gate panics;
+/// without it every gate fails and the failure policy aborts.
 fn start(panic_first: bool, built: Arc<AtomicUsize>) -> String {
     let factory = move |_worker: usize| {
         let n = built.fetch_add(1, Ordering::SeqCst) + 1;
