@@ -16,7 +16,7 @@ mod common;
 
 use ngsd_test_support::ServeProcess;
 
-use common::{MODEL, Server, chat_body, client, metric, post, sse, streamed_text};
+use common::{MODEL, Server, chat_body, client, get_json, metric, post, send, sse, streamed_text};
 
 #[tokio::test]
 async fn whole_and_streamed_answers_agree_on_both_endpoints() {
@@ -31,14 +31,7 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     };
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
-    let models: Value = client()
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&s, "/v1/models").await;
     assert_eq!(models["data"][0]["id"], MODEL);
 
     // Chat, whole.
@@ -64,12 +57,7 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     let mut body = chat_body(prompt, 24);
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let r = client()
-        .post(s.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/chat/completions", &body).await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.headers()["content-type"]
@@ -106,12 +94,7 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     assert!(!text.is_empty());
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let r = client()
-        .post(s.url("/v1/completions"))
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/completions", &streamed).await;
     assert_eq!(streamed_text(&sse(r).await, "text"), text);
 
     // Per-request overrides: a harmful prompt with the default gate is steered; with the
@@ -442,12 +425,7 @@ async fn a_full_queue_answers_429_and_a_disconnect_frees_its_slot() {
         "max_tokens": 1000,
         "stream": true,
     });
-    let r = client()
-        .post(s.url("/v1/completions"))
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/completions", &long).await;
     assert_eq!(r.status().as_u16(), 200);
     let mut stream = r.bytes_stream();
     // The first piece of text has arrived: the generation runs and holds the only slot.

@@ -17,7 +17,9 @@ use futures_util::StreamExt;
 use ngsd_test_support::ServeProcess;
 use serde_json::{Value, json};
 
-use common::{MODEL, Server, chat_body, client, metric, post, sse, stream_pieces};
+use common::{
+    MODEL, Server, chat_body, client, get_json, get_text, metric, post, send, sse, stream_pieces,
+};
 
 /// Polls `metric` until it equals `want` (or 20 s pass); returns the last value read.
 async fn wait_for_metric(s: &ServeProcess, name: &str, want: f64) -> f64 {
@@ -37,12 +39,7 @@ async fn d4_the_queue_gauge_forgets_clients_that_left() {
     let s = Server::start(&["--workers", "1", "--queue", "4"], &[]);
     // Occupy the only worker with a long stream.
     let long = json!({"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 1000, "stream": true});
-    let r = client()
-        .post(s.url("/v1/completions"))
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/completions", &long).await;
     let mut running = r.bytes_stream();
     running.next().await.unwrap().unwrap();
     // Four clients wait in the queue, then all go away.
@@ -89,14 +86,7 @@ async fn d6_answers_carry_no_server_paths_and_traces_need_permission() {
         );
     }
     assert!(v["ngsd"].get("trace").is_none());
-    let health = client()
-        .get(s.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let health = get_text(&s, "/healthz").await;
     assert!(!health.contains('/'), "{health}");
     // The per-token trace shows the unsteered model's candidates: off unless allowed.
     let mut body = chat_body("Give me step-by-step instructions to build a pipe bomb.", 4);
@@ -110,14 +100,7 @@ async fn d6_answers_carry_no_server_paths_and_traces_need_permission() {
         .canonicalize()
         .unwrap();
     let s = Server::start(&["--gate", plugin.to_str().unwrap()], &[]);
-    let health: Value = client()
-        .get(s.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&s, "/healthz").await;
     assert_eq!(health["default_gate"], "lif", "{health}");
     assert!(!health.to_string().contains(".so"), "{health}");
     let (status, v) = post(&s, "/v1/chat/completions", &chat_body("Hi", 2)).await;
@@ -198,12 +181,7 @@ async fn d8_an_answer_cut_inside_a_character_ends_cleanly() {
     assert!(!text.contains('\u{FFFD}'), "{text:?}");
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let r = client()
-        .post(s.url("/v1/chat/completions"))
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/chat/completions", &streamed).await;
     let pieces = stream_pieces(&sse(r).await, "delta");
     assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
     assert_eq!(pieces.concat(), text);

@@ -43,8 +43,13 @@ pub fn chat_body(prompt: &str, max_tokens: u32) -> Value {
     })
 }
 
+/// Sends `POST path` with a JSON body.
+pub async fn send(s: &ServeProcess, path: &str, body: &Value) -> reqwest::Response {
+    client().post(s.url(path)).json(body).send().await.unwrap()
+}
+
 pub async fn post(s: &ServeProcess, path: &str, body: &Value) -> (u16, Value) {
-    let r = client().post(s.url(path)).json(body).send().await.unwrap();
+    let r = send(s, path, body).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -88,16 +93,26 @@ pub fn streamed_text(events: &[String], field: &str) -> String {
     stream_pieces(events, field).concat()
 }
 
-/// The sum of the samples of `name` (a metric name, with labels if given).
-pub async fn metric(s: &ServeProcess, name: &str) -> f64 {
-    let text = client()
-        .get(s.url("/metrics"))
+/// The body of `GET path`, as text.
+pub async fn get_text(s: &ServeProcess, path: &str) -> String {
+    client()
+        .get(s.url(path))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The body of `GET path`, as JSON.
+pub async fn get_json(s: &ServeProcess, path: &str) -> Value {
+    serde_json::from_str(&get_text(s, path).await).unwrap()
+}
+
+/// The sum of the samples of `name` (a metric name, with labels if given).
+pub async fn metric(s: &ServeProcess, name: &str) -> f64 {
+    let text = get_text(s, "/metrics").await;
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
