@@ -8,10 +8,10 @@ use anyhow::{Context, Result, bail};
 use ngsd_decode::{DecodeConfig, Expert, Models, Reflection, Request};
 use ngsd_eval::{
     ConfigSpec, Finish, GenOutput, Generator, Judge, KeywordJudge, LlmJudge, Progress, Report,
-    Suite,
+    Sample, Suite,
 };
 use ngsd_gate::Gate;
-use ngsd_runtime::{FinishReason, GenerateConfig, ModelOptions};
+use ngsd_runtime::{FinishReason, GenerateConfig, Message, ModelOptions};
 
 use crate::safety::{self, ExpertSpec, Trained};
 
@@ -78,7 +78,7 @@ impl Generator for DecoderGenerator {
     fn generate(
         &mut self,
         config: &ConfigSpec,
-        prompt: &str,
+        sample: &Sample,
     ) -> std::result::Result<GenOutput, Box<dyn std::error::Error + Send + Sync>> {
         let key = Self::expert_key(config);
         self.select_expert(&key).map_err(|e| format!("{e:#}"))?;
@@ -105,7 +105,7 @@ impl Generator for DecoderGenerator {
                         )
                         .into());
                     };
-                    let params = safety::with_weights("timing = token", Some(weights));
+                    let params = safety::with_weights("monitor = false", Some(weights));
                     Reflection::Probe {
                         gate: safety::load_gate("sigmoid", &params, &self.dirs, &self.models.base)
                             .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?,
@@ -120,10 +120,7 @@ impl Generator for DecoderGenerator {
             .reflections
             .get_mut(&config.name)
             .ok_or("reflection vanished")?;
-        let request = Request {
-            prompt: prompt.to_string(),
-            ..Default::default()
-        };
+        let request = request(sample);
         let out = ngsd_decode::generate(
             &request,
             &mut self.models,
@@ -140,11 +137,27 @@ impl Generator for DecoderGenerator {
             finish: match out.finish {
                 FinishReason::Eos => Finish::Eos,
                 FinishReason::MaxTokens => Finish::Length,
-                FinishReason::Stop(s) if s == ngsd_decode::EARLY_STOP => Finish::EarlyStop,
+                FinishReason::SafetyStop => Finish::EarlyStop,
                 FinishReason::Stop(_) => Finish::Stop,
                 FinishReason::ContextFull | FinishReason::Cancelled => Finish::Other,
             },
         })
+    }
+}
+
+/// The decoder's request for a sample: its text after its history, under its system prompt,
+/// or raw.
+fn request(sample: &Sample) -> Request {
+    Request {
+        prompt: sample.text.clone(),
+        system: sample.system.clone(),
+        raw: sample.raw,
+        history: sample
+            .history
+            .iter()
+            .map(|t| Message::new(t.role.as_str(), &t.content))
+            .collect(),
+        ..Default::default()
     }
 }
 

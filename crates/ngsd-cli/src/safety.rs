@@ -190,7 +190,8 @@ impl SafetySettings {
             }
             (None, None) if trained.gate.is_some() => ReflectionSpec::Probe {
                 gate: "sigmoid".into(),
-                params: with_weights("timing = token", trained.gate.as_deref()),
+                // The probe reads the prompt decision's probability; the gate itself monitors.
+                params: with_weights("monitor = false", trained.gate.as_deref()),
             },
             (Some("generative") | None, None) => ReflectionSpec::Generative {
                 budget: raw.reflection_budget.unwrap_or(64),
@@ -199,18 +200,12 @@ impl SafetySettings {
             (Some("probe"), _) => ReflectionSpec::Probe {
                 gate: raw.probe.clone().unwrap_or_else(|| "sigmoid".into()),
                 params: {
-                    let mut p = raw.probe_config.clone().unwrap_or_default();
+                    let p = raw.probe_config.clone().unwrap_or_default();
                     if raw.probe.as_deref().is_none_or(|g| g == "sigmoid") {
-                        p = with_weights(&p, trained.gate.as_deref());
+                        with_weights(&p, trained.gate.as_deref())
+                    } else {
+                        p
                     }
-                    // The probe reads the neuron's probability, re-deciding on what it is given.
-                    if !p.contains("timing") {
-                        if !p.is_empty() {
-                            p.push('\n');
-                        }
-                        p.push_str("timing = token");
-                    }
-                    p
                 },
             },
             (Some(other), _) => {
@@ -243,6 +238,7 @@ impl SafetySettings {
                 None
             },
             trace: false,
+            monitor_every: raw.monitor_every.unwrap_or(16),
         };
         decode.validate()?;
         let gate = match &raw.gate {

@@ -90,6 +90,7 @@ pub struct RawConfig {
     pub divergence: Option<String>,
     pub top_k_merge: Option<usize>,
     pub early_stop: Option<bool>,
+    pub monitor_every: Option<usize>,
     pub serve_addr: Option<String>,
     pub serve_model_id: Option<String>,
     pub serve_api_key: Option<String>,

@@ -9,19 +9,24 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use ngsd_decode::LmHead;
+use ngsd_eval::Judge;
+use ngsd_gate::{Feature, FeatureSpec};
 use ngsd_train::data::{self, Example, FileSpec};
 use ngsd_train::expert::{self, ExpertTrainConfig, RefusalPair};
-use ngsd_train::features::Encoder;
+use ngsd_train::features::{Encoder, candidate_features};
 use ngsd_train::gate::{self, GateTrainConfig, ThresholdRule};
+use ngsd_train::select;
 
 use crate::settings::{ModelSettings, RawConfig};
 use crate::{ModelFlags, load_model};
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
-    /// Fit the gate neuron: logistic regression on the base model's last prompt hidden state,
+    /// Fit the gate neuron: logistic regression on the base model's hidden-state features of
+    /// the prompt (which layers and poolings: chosen by cross-validation, see --features),
     /// class-balanced, L2 chosen by cross-validation, standardisation and threshold stored in
-    /// the output file (read by the `sigmoid` gate's `weights` parameter).
+    /// the output file (read by the `sigmoid` gate's `weights` parameter); optionally the
+    /// answer monitor's neuron too (--monitor-prompts).
     Gate(TrainGateArgs),
     /// Train the `head` expert: a low-rank adapter on the base model's final hidden state,
     /// read through the model's LM head, taught to refuse harmful prompts and to match the
@@ -104,6 +109,28 @@ pub struct TrainGateArgs {
     /// Cross-validation folds.
     #[arg(long, value_name = "K", default_value_t = 5)]
     folds: usize,
+    /// What the neuron reads at the prompt: `auto` tries the final state at the prompt's end
+    /// alone, with the request's mean, and with each exported intermediate layer, and keeps
+    /// the set with the lowest cross-validated loss on the training prompts; or a list such
+    /// as `final.last, 22.mean` (LAYER.POOL, LAYER = final or a layer number, POOL = last or
+    /// mean).
+    #[arg(long, value_name = "auto|LIST", default_value = "auto")]
+    features: String,
+    /// Also train the answer monitor on the base model's own greedy answers to this many
+    /// training prompts of each label (0 = no monitor). The monitor re-checks answers every
+    /// --monitor-every tokens and steers when they turn harmful.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    monitor_prompts: usize,
+    /// Answer tokens between the monitor's checks (the decoder's `monitor-every`).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    monitor_every: usize,
+    /// Tokens of each greedy answer the monitor is trained on.
+    #[arg(long, value_name = "N", default_value_t = 48)]
+    monitor_tokens: usize,
+    /// The monitor's threshold: the lowest p at which at most this share of benign answers
+    /// fire at some check.
+    #[arg(long, value_name = "R", default_value_t = 0.01)]
+    monitor_benign_rate: f64,
     /// Also write the training report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -255,9 +282,11 @@ pub fn run(cmd: TrainCommand, mut raw: RawConfig) -> Result<()> {
     }
 }
 
-fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
-    check_out(&args.out)?;
-    let rule = match args.recall {
+/// L2 strength used to compare candidate feature sets (the full L2 search runs on the winner).
+const SELECTION_L2: f64 = 1e-2;
+
+fn threshold_rule(args: &TrainGateArgs) -> Result<ThresholdRule> {
+    Ok(match args.recall {
         Some(r) if !(0.5..=1.0).contains(&r) => {
             bail!("invalid --recall {r}: use a share in [0.5, 1], e.g. 0.97")
         }
@@ -267,13 +296,55 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
             args.benign_fire_rate
         ),
         None => ThresholdRule::BenignFireRate(args.benign_fire_rate),
-    };
+    })
+}
+
+/// The candidate prompt feature sets of `--features` over what the model exports.
+fn feature_candidates(args: &TrainGateArgs, available: &[Feature]) -> Result<Vec<Vec<Feature>>> {
+    if args.features.trim() == "auto" {
+        return Ok(select::prompt_candidates(available));
+    }
+    let spec: FeatureSpec = format!("prompt = {}", args.features)
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid --features: {e}"))?;
+    if let Some(f) = spec.prompt.iter().find(|f| !available.contains(f)) {
+        bail!(
+            "invalid --features: the model does not export {f}; it offers {}",
+            select::names(available)
+        );
+    }
+    Ok(vec![spec.prompt])
+}
+
+fn check_gate_args(args: &TrainGateArgs) -> Result<()> {
+    check_out(&args.out)?;
     if args.folds < 2 {
         bail!(
             "invalid --folds {}: cross-validation needs at least 2",
             args.folds
         );
     }
+    if args.monitor_prompts > 0
+        && (args.monitor_every == 0 || args.monitor_tokens < args.monitor_every)
+    {
+        bail!(
+            "invalid monitor settings: --monitor-tokens ({}) must be at least --monitor-every ({}), which must be at least 1",
+            args.monitor_tokens,
+            args.monitor_every
+        );
+    }
+    if !(0.0..0.5).contains(&args.monitor_benign_rate) {
+        bail!(
+            "invalid --monitor-benign-rate {}: use a share in [0, 0.5), e.g. 0.01",
+            args.monitor_benign_rate
+        );
+    }
+    Ok(())
+}
+
+fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
+    check_gate_args(args)?;
+    let rule = threshold_rule(args)?;
     let examples = args.data.load()?;
     let (harmful, benign) = data::check_classes(&examples)?;
     // Read evaluation files before the slow part, so a bad path fails at once.
@@ -285,34 +356,121 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
     }
     let start = Instant::now();
     let mut model = load_model_with_hidden(raw)?;
+    let candidates = feature_candidates(args, &candidate_features(&model))?;
     eprintln!("reading {harmful} harmful and {benign} benign prompts through the base model");
     let meta = provenance(&model, &examples);
     let mut enc = Encoder::new(&mut model)?;
-    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let features = enc.prompt_features(&texts, "prompt hidden states")?;
+    let mut needed: Vec<Feature> = candidates.iter().flatten().copied().collect();
+    needed.sort();
+    needed.dedup();
+    let bank = enc.prompt_bank(&examples, &needed, "prompt features")?;
     let t_fit = Instant::now();
     let cfg = GateTrainConfig {
         folds: args.folds,
         rule,
         ..GateTrainConfig::default()
     };
-    let (trained, mut report) = gate::train_gate(&examples, &features, &cfg);
+    let y: Vec<bool> = examples.iter().map(|e| e.harmful).collect();
+    let folds = ngsd_train::logreg::stratified_folds(&y, cfg.folds, cfg.seed);
+    let (chosen, trials) = if candidates.len() > 1 {
+        select::choose(&bank, &y, &candidates, &folds, cfg.folds, SELECTION_L2)
+    } else {
+        (candidates[0].clone(), Vec::new())
+    };
+    let (mut trained, mut report) =
+        gate::train_gate(&examples, &chosen, &bank.matrix(&chosen), &cfg);
+    report.feature_trials = trials;
+    if args.monitor_prompts > 0 {
+        let (neuron, answer_report) = train_monitor(&mut enc, args, &examples)?;
+        trained.answer = Some(neuron);
+        report.answer = Some(answer_report);
+    }
     let st = trained.to_safetensors(meta);
     ngsd_fs::write_atomic(&args.out, &st.to_bytes())?;
     let t_done = Instant::now();
     for (source, ex) in &eval_sets {
-        let texts: Vec<&str> = ex.iter().map(|e| e.text.as_str()).collect();
-        let f = enc.prompt_features(&texts, "evaluation prompts")?;
+        let b = enc.prompt_bank(ex, &chosen, "evaluation prompts")?;
         report
             .evaluation
-            .push(trained.evaluate(source, ex, &f, &examples));
+            .push(trained.evaluate(source, ex, &b.matrix(&chosen), &examples));
     }
     let eval_secs = t_done.elapsed().as_secs_f64();
     write_report(args.report.as_deref(), &report)?;
+    print_gate_report(&report, &cfg);
+    if !report.evaluation.is_empty() {
+        println!("evaluation took {eval_secs:.0} s (not training: not counted below)");
+    }
+    print_written(&args.out, start, t_fit, t_done, ["features", "fitting"]);
+    Ok(())
+}
 
+/// Up to `n` examples of each label, spread evenly over the training sets.
+fn monitor_examples(examples: &[Example], n: usize) -> Vec<Example> {
+    let mut picked = Vec::new();
+    for harmful in [true, false] {
+        let pool: Vec<&Example> = examples.iter().filter(|e| e.harmful == harmful).collect();
+        let stride = (pool.len() as f64 / n.max(1) as f64).max(1.0);
+        picked.extend((0..n.min(pool.len())).map(|i| pool[(i as f64 * stride) as usize].clone()));
+    }
+    picked
+}
+
+/// The answer monitor: the base model's greedy answers, checkpoint features, a neuron.
+fn train_monitor(
+    enc: &mut Encoder<'_>,
+    args: &TrainGateArgs,
+    examples: &[Example],
+) -> Result<(select::AnswerNeuron, select::AnswerReport)> {
+    let picked = monitor_examples(examples, args.monitor_prompts);
+    let available = candidate_features(enc.model);
+    let mut needed: Vec<Feature> = select::answer_candidates(&available)
+        .into_iter()
+        .flatten()
+        .collect();
+    needed.sort();
+    needed.dedup();
+    let (rows, bank, answers) = enc.answer_bank(
+        &picked,
+        &needed,
+        args.monitor_every,
+        args.monitor_tokens,
+        "base answers",
+    )?;
+    // A harmful prompt the base model refused on its own teaches nothing about harmful
+    // answers: leave it out.
+    let judge = ngsd_eval::KeywordJudge;
+    let refused: Vec<bool> = picked
+        .iter()
+        .zip(&answers)
+        .map(|(e, a)| e.harmful && judge.is_refusal(&e.text, a).unwrap_or(false))
+        .collect();
+    let keep: Vec<usize> = (0..rows.len())
+        .filter(|&i| !refused[rows[i].example])
+        .collect();
+    let kept_rows: Vec<_> = keep.iter().map(|&i| rows[i].clone()).collect();
+    let harmful: Vec<bool> = picked.iter().map(|e| e.harmful).collect();
+    let (neuron, mut report) = select::fit_answer(
+        &bank.select(&keep),
+        &kept_rows,
+        &harmful,
+        args.folds,
+        SELECTION_L2,
+        args.monitor_benign_rate,
+    );
+    report.refused_by_base = refused.iter().filter(|&&r| r).count();
+    Ok((neuron, report))
+}
+
+fn print_gate_report(report: &gate::GateReport, cfg: &GateTrainConfig) {
+    for t in &report.feature_trials {
+        println!(
+            "features {:<36} CV loss {:.4}  AUROC {:.3}",
+            t.features, t.loss, t.auroc
+        );
+    }
     println!(
-        "gate neuron: {} harmful / {} benign prompts, L2 {} (5-fold CV over {:?})",
-        report.harmful, report.benign, report.l2, cfg.l2_grid
+        "gate neuron over {}: {} harmful / {} benign prompts, L2 {} ({}-fold CV over {:?})",
+        report.features, report.harmful, report.benign, report.l2, cfg.folds, cfg.l2_grid
     );
     println!(
         "threshold p ≥ {:.4}: {}",
@@ -333,14 +491,21 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
             100.0 * p.benign_pass
         );
     }
+    if let Some(a) = &report.answer {
+        println!(
+            "answer monitor over {}: {} harmful / {} benign answers ({} harmful prompts refused by the base, left out), threshold p ≥ {:.4}; out of fold: {:.1}% of harmful answers caught, {:.1}% of benign answers fire",
+            a.features,
+            a.harmful_answers,
+            a.benign_answers,
+            a.refused_by_base,
+            a.threshold,
+            100.0 * a.harmful_caught,
+            100.0 * a.benign_fired
+        );
+    }
     for e in &report.evaluation {
         print_evaluation(e, report.threshold);
     }
-    if !report.evaluation.is_empty() {
-        println!("evaluation took {eval_secs:.0} s (not training: not counted below)");
-    }
-    print_written(&args.out, start, t_fit, t_done, ["features", "fitting"]);
-    Ok(())
 }
 
 fn print_evaluation(e: &gate::EvalReport, threshold: f32) {

@@ -253,7 +253,7 @@ fn gates_list_shows_the_built_plugins() {
             .lines()
             .find(|l| l.starts_with(&format!("{gate} ")))
             .unwrap_or_else(|| panic!("gate {gate} not listed in:\n{text}"));
-        assert!(line.contains(" 1.0 ") && line.contains(needs), "{line}");
+        assert!(line.contains(" 1.1 ") && line.contains(needs), "{line}");
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ngsd_runtime::sampling::softmax_into;
 use ngsd_runtime::{
-    ChatTemplate, ForwardOut, KvCache, Message, Model, ModelOptions, ModelPackage, Positions,
+    ChatTemplate, Conversation, ForwardOut, KvCache, Model, ModelOptions, ModelPackage, Positions,
     Tokenizer,
 };
 
@@ -106,41 +106,22 @@ impl LazySequence {
     }
 }
 
-/// The prompt text for one user message: through the chat template (with `system` when given),
-/// or, raw, the system text and the message separated by a blank line.
-pub fn render(
+/// Token ids of one user message under `system`, through the chat template unless raw (message
+/// text is encoded as text: markup in it never becomes a control token).
+pub fn encode_message(
+    tokenizer: &Tokenizer,
     template: Option<&ChatTemplate>,
     system: Option<&str>,
     user: &str,
     raw: bool,
-) -> Result<String> {
-    render_conversation(template, system, &[], user, raw)
-}
-
-/// The prompt text for a conversation: `history` (earlier turns) then the user message. Without
-/// a template (or raw), the history is dropped: there is no agreed way to write turns as text.
-pub fn render_conversation(
-    template: Option<&ChatTemplate>,
-    system: Option<&str>,
-    history: &[Message],
-    user: &str,
-    raw: bool,
-) -> Result<String> {
-    match (template, raw) {
-        (Some(t), false) => {
-            let mut messages = Vec::new();
-            if let Some(s) = system {
-                messages.push(Message::new("system", s));
-            }
-            messages.extend(history.iter().cloned());
-            messages.push(Message::new("user", user));
-            Ok(t.render(&messages, true)?)
-        }
-        _ => Ok(match system {
-            Some(s) => format!("{s}\n\n{user}"),
-            None => user.to_string(),
-        }),
-    }
+) -> Result<Vec<u32>> {
+    let conversation = Conversation {
+        system,
+        history: &[],
+        user,
+        raw,
+    };
+    Ok(conversation.encode(tokenizer, template)?.ids)
 }
 
 /// The base model itself, run as a second sequence under a safety system prompt.
@@ -175,8 +156,13 @@ impl Expert for PromptExpert {
     }
 
     fn begin(&mut self, user: &str, raw: bool) -> Result<()> {
-        let text = render(self.template.as_ref(), Some(&self.system), user, raw)?;
-        let ids = self.tokenizer.encode(&text)?;
+        let ids = encode_message(
+            &self.tokenizer,
+            self.template.as_ref(),
+            Some(&self.system),
+            user,
+            raw,
+        )?;
         self.seq.begin(ids);
         Ok(())
     }
@@ -258,8 +244,13 @@ impl Expert for ModelExpert {
     }
 
     fn begin(&mut self, user: &str, raw: bool) -> Result<()> {
-        let text = render(self.template.as_ref(), self.system.as_deref(), user, raw)?;
-        let ids = self.tokenizer.encode(&text)?;
+        let ids = encode_message(
+            &self.tokenizer,
+            self.template.as_ref(),
+            self.system.as_deref(),
+            user,
+            raw,
+        )?;
         self.seq.begin(ids);
         Ok(())
     }

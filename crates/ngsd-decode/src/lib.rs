@@ -7,23 +7,27 @@
 //! when steering, the paper's rule mixes the two distributions over their top-k candidates.
 //! No CLI, environment or config-file I/O here: callers pass validated settings.
 
+mod assess;
 mod cancel;
 mod decoder;
 pub mod early_stop;
 mod error;
 mod expert;
+pub mod features;
 mod head;
+mod monitor;
 pub mod reflection;
+mod run;
 pub mod steer;
 mod stop;
 pub mod trace;
 
+pub use assess::Reflection;
 pub use cancel::Cancel;
-pub use decoder::{DecodeConfig, EARLY_STOP, Models, Output, Reflection, Request, generate};
+pub use decoder::{DecodeConfig, Models, Output, Request, generate};
 pub use error::{Error, Result};
-pub use expert::{
-    DEFAULT_SAFETY_PROMPT, Expert, ModelExpert, PromptExpert, render as render_prompt,
-};
+pub use expert::{DEFAULT_SAFETY_PROMPT, Expert, ModelExpert, PromptExpert, encode_message};
 pub use head::{HEAD_EXPERT_FORMAT, HeadAdapter, HeadExpert, LmHead};
+pub use monitor::MonitorFire;
 pub use steer::Divergence;
 pub use stop::{EarlyStop, EarlyStopState};

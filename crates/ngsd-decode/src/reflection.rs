@@ -208,6 +208,29 @@ pub enum ParseStatus {
     },
 }
 
+impl ParseStatus {
+    /// A line for the trace when defaults were used, `None` when every score was read.
+    pub fn fallback_note(&self) -> Option<String> {
+        match self {
+            ParseStatus::Fallback {
+                reason: FallbackReason::NoJson,
+            } => Some("no JSON object in the answer".to_string()),
+            ParseStatus::Fallback {
+                reason: FallbackReason::NotAnObject,
+            } => Some("the first JSON value is not an object".to_string()),
+            ParseStatus::Parsed { defaulted } if !defaulted.is_empty() => Some(format!(
+                "defaulted to 7: {}",
+                defaulted
+                    .iter()
+                    .map(|d| format!("{} ({:?})", d.dimension.key(), d.issue))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            ParseStatus::Parsed { .. } => None,
+        }
+    }
+}
+
 /// The result of [`parse_scores`]: the scores and, for the trace, how they were obtained.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ParseOutcome {

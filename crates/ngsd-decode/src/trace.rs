@@ -106,6 +106,18 @@ pub struct Summary {
     pub expert: String,
     /// Self-reflection.
     pub reflection: ReflectionRecord,
+    /// The answer monitor, when the gate re-checks the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorSummary>,
     /// Time split.
     pub timings: Timings,
+}
+
+/// What the answer monitor did in one request.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MonitorSummary {
+    /// Checks made (clearing or firing).
+    pub checks: usize,
+    /// When a check fired, if one did.
+    pub fired: Option<crate::monitor::MonitorFire>,
 }

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::judge::Judge;
 use crate::metrics::{answer_matches, ratio, wilson};
 use crate::runner::load_suite_samples;
-use crate::store::{Record, ResultStore};
-use crate::suite::{ConfigSpec, Label, Suite};
+use crate::store::{AnswerIndex, Record, ResultStore};
+use crate::suite::{ConfigSpec, DatasetSpec, Label, Suite};
 
 /// A proportion with its 95% Wilson interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -97,6 +97,8 @@ pub struct ConfigReport {
     pub config: ConfigSpec,
     /// Pools: `harmful`, `benign` (when the suite has such datasets) and `all`.
     pub pooled: Vec<DatasetMetrics>,
+    /// One pool per dataset `group` of the suite, in order of first appearance.
+    pub groups: Vec<DatasetMetrics>,
     /// One entry per dataset, in suite order.
     pub datasets: Vec<DatasetMetrics>,
 }
@@ -105,6 +107,11 @@ impl ConfigReport {
     /// The pooled metrics named `harmful`, `benign` or `all`.
     pub fn pool(&self, name: &str) -> Option<&DatasetMetrics> {
         self.pooled.iter().find(|m| m.dataset == name)
+    }
+
+    /// The pooled metrics of a dataset group.
+    pub fn group(&self, name: &str) -> Option<&DatasetMetrics> {
+        self.groups.iter().find(|m| m.dataset == name)
     }
 }
 
@@ -129,6 +136,29 @@ struct Joined<'a> {
     baseline_correct: Option<bool>,
 }
 
+/// The stored answers of one configuration.
+struct Answers {
+    records: Vec<Record>,
+    index: AnswerIndex,
+}
+
+impl Answers {
+    fn read(store_dir: &Path, config: &str) -> Result<Answers> {
+        let records = ResultStore::read(&ResultStore::path_for(store_dir, config))?;
+        let index = AnswerIndex::new(&records);
+        Ok(Answers { records, index })
+    }
+
+    fn get(&self, dataset: &str, sample: &Sample) -> Option<&Record> {
+        self.index
+            .find(dataset, sample)
+            .and_then(|i| self.records.get(i))
+    }
+}
+
+/// One dataset's joined results: (spec, samples selected, joined answers).
+type DatasetJoin<'a> = (&'a DatasetSpec, usize, Vec<Joined<'a>>);
+
 impl Report {
     /// Computes metrics from the results stores in `store_dir` for the samples the suite
     /// selects (with `limit` applied as in [`crate::run_suite`]). Samples without a result
@@ -140,81 +170,26 @@ impl Report {
         limit: Option<usize>,
     ) -> Result<Report> {
         let data = load_suite_samples(suite, limit)?;
-        let mut results: HashMap<&str, HashMap<(String, String), Record>> = HashMap::new();
+        let mut answers: HashMap<&str, Answers> = HashMap::new();
         for c in &suite.configs {
-            let records = ResultStore::read(&ResultStore::path_for(store_dir, &c.name))?;
-            let map = records
-                .into_iter()
-                .map(|r| ((r.dataset.clone(), r.id.clone()), r))
-                .collect();
-            results.insert(c.name.as_str(), map);
+            answers.insert(c.name.as_str(), Answers::read(store_dir, &c.name)?);
         }
-        let empty = HashMap::new();
-        let baseline = suite.baseline.as_deref().and_then(|b| results.get(b));
-
+        let empty = Answers {
+            records: Vec::new(),
+            index: AnswerIndex::default(),
+        };
+        let baseline = suite.baseline.as_deref().and_then(|b| answers.get(b));
         let mut configs = Vec::new();
         for c in &suite.configs {
-            let mine = results.get(c.name.as_str()).unwrap_or(&empty);
+            let mine = answers.get(c.name.as_str()).unwrap_or(&empty);
             let is_baseline = suite.baseline.as_deref() == Some(c.name.as_str());
-            let mut per_dataset: Vec<(String, Option<Label>, usize, Vec<Joined<'_>>)> = Vec::new();
+            let other_baseline = baseline.filter(|_| !is_baseline);
+            let mut joins: Vec<DatasetJoin<'_>> = Vec::new();
             for (d, samples) in &data {
-                let mut joined = Vec::new();
-                for s in samples {
-                    let key = (d.name.clone(), s.id.clone());
-                    let Some(record) = mine.get(&key) else {
-                        continue;
-                    };
-                    let identical = match (d.label, baseline, is_baseline) {
-                        (Label::Benign, Some(b), false) => {
-                            b.get(&key).map(|br| br.text == record.text)
-                        }
-                        _ => None,
-                    };
-                    let baseline_correct = match (&s.answer, baseline, is_baseline) {
-                        (Some(answer), Some(b), false) => {
-                            b.get(&key).map(|br| answer_matches(&br.text, answer))
-                        }
-                        _ => None,
-                    };
-                    joined.push(Joined {
-                        sample: s,
-                        record,
-                        refused: judge.is_refusal(&s.text, &record.text)?,
-                        identical,
-                        baseline_correct,
-                    });
-                }
-                per_dataset.push((d.name.clone(), Some(d.label), samples.len(), joined));
+                let joined = join(d, samples, mine, other_baseline, judge)?;
+                joins.push((d, samples.len(), joined));
             }
-            let datasets: Vec<DatasetMetrics> = per_dataset
-                .iter()
-                .map(|(n, l, total, j)| metrics(n, *l, *total, j.iter()))
-                .collect();
-            let mut pooled = Vec::new();
-            for label in [Label::Harmful, Label::Benign] {
-                let parts: Vec<_> = per_dataset.iter().filter(|p| p.1 == Some(label)).collect();
-                if !parts.is_empty() {
-                    let total = parts.iter().map(|p| p.2).sum();
-                    pooled.push(metrics(
-                        &label.to_string(),
-                        Some(label),
-                        total,
-                        parts.iter().flat_map(|p| p.3.iter()),
-                    ));
-                }
-            }
-            let total = per_dataset.iter().map(|p| p.2).sum();
-            pooled.push(metrics(
-                "all",
-                None,
-                total,
-                per_dataset.iter().flat_map(|p| p.3.iter()),
-            ));
-            configs.push(ConfigReport {
-                config: c.clone(),
-                pooled,
-                datasets,
-            });
+            configs.push(config_report(c, &joins));
         }
         Ok(Report {
             judge: judge.name().to_owned(),
@@ -273,34 +248,103 @@ impl Report {
                     .map_or("–".to_owned(), |i| i.pct()),
             );
         }
-        let names: Vec<&str> = self
-            .configs
-            .first()
-            .map(|c| c.datasets.iter().map(|d| d.dataset.as_str()).collect())
-            .unwrap_or_default();
-        for (i, name) in names.iter().enumerate() {
-            let _ = writeln!(md, "\n### {name}\n");
-            md.push_str("| config | answered | refusal | ASR | accuracy | kept correct | tok/s | gate fired | identical to baseline |\n");
-            md.push_str("|---|---|---|---|---|---|---|---|---|\n");
-            for c in &self.configs {
-                let Some(d) = c.datasets.get(i) else { continue };
-                let _ = writeln!(
-                    md,
-                    "| {} | {}/{} | {} | {} | {} | {} | {:.1} | {} | {} |",
-                    c.config.name,
-                    d.answered,
-                    d.samples,
-                    d.refusal.pct(),
-                    d.asr.map_or("–".to_owned(), |i| i.pct()),
-                    d.accuracy.map_or("–".to_owned(), |i| i.pct()),
-                    d.kept_correct.map_or("–".to_owned(), |i| i.pct()),
-                    d.tokens_per_s,
-                    d.gate_fired.pct(),
-                    d.identical_to_baseline.map_or("–".to_owned(), |i| i.pct()),
-                );
-            }
+        self.glance(&mut md);
+        let first = self.configs.first();
+        for (i, g) in first.map_or(&[][..], |c| &c.groups).iter().enumerate() {
+            let title = format!(
+                "group {} (pooled {} datasets)",
+                g.dataset,
+                g.label.map_or("mixed".into(), |l| l.to_string())
+            );
+            self.table(&mut md, &title, |c| c.groups.get(i));
+        }
+        for (i, d) in first.map_or(&[][..], |c| &c.datasets).iter().enumerate() {
+            self.table(&mut md, &d.dataset, |c| c.datasets.get(i));
         }
         md
+    }
+
+    /// A table with a row per group and dataset and a column per configuration: ASR for
+    /// harmful rows, refusal rate for benign ones.
+    fn glance(&self, md: &mut String) {
+        let Some(first) = self.configs.first() else {
+            return;
+        };
+        md.push_str("\n### At a glance: ASR (harmful) or refusal (benign)\n\n| group or dataset | label | metric |");
+        for c in &self.configs {
+            let _ = write!(md, " {} |", c.config.name);
+        }
+        md.push_str("\n|---|---|---|");
+        md.push_str(&"---|".repeat(self.configs.len()));
+        md.push('\n');
+        let rows = first
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("**{}**", m.dataset), m.label, i, true))
+            .chain(
+                first
+                    .datasets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (m.dataset.clone(), m.label, i, false)),
+            );
+        for (name, label, i, group) in rows {
+            let harmful = label == Some(Label::Harmful);
+            let label = label.map_or("mixed".to_owned(), |l| l.to_string());
+            let metric = if harmful { "ASR" } else { "refusal" };
+            let _ = write!(md, "| {name} | {label} | {metric} |");
+            for c in &self.configs {
+                let m = if group {
+                    c.groups.get(i)
+                } else {
+                    c.datasets.get(i)
+                };
+                let cell = m.map_or("–".to_owned(), |m| {
+                    let v = if harmful {
+                        m.asr.unwrap_or(m.refusal)
+                    } else {
+                        m.refusal
+                    };
+                    if v.n == 0 {
+                        "–".to_owned()
+                    } else {
+                        format!("{:.1}% ({}/{})", v.value * 100.0, v.k, v.n)
+                    }
+                });
+                let _ = write!(md, " {cell} |");
+            }
+            md.push('\n');
+        }
+    }
+
+    /// One `### title` table: a row per configuration of the metrics `pick` chooses.
+    fn table<'a>(
+        &'a self,
+        md: &mut String,
+        title: &str,
+        pick: impl Fn(&'a ConfigReport) -> Option<&'a DatasetMetrics>,
+    ) {
+        let _ = writeln!(md, "\n### {title}\n");
+        md.push_str("| config | answered | refusal | ASR | accuracy | kept correct | tok/s | gate fired | identical to baseline |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        for c in &self.configs {
+            let Some(d) = pick(c) else { continue };
+            let _ = writeln!(
+                md,
+                "| {} | {}/{} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                c.config.name,
+                d.answered,
+                d.samples,
+                d.refusal.pct(),
+                d.asr.map_or("–".to_owned(), |i| i.pct()),
+                d.accuracy.map_or("–".to_owned(), |i| i.pct()),
+                d.kept_correct.map_or("–".to_owned(), |i| i.pct()),
+                d.tokens_per_s,
+                d.gate_fired.pct(),
+                d.identical_to_baseline.map_or("–".to_owned(), |i| i.pct()),
+            );
+        }
     }
 
     /// Writes `results.json`, `results.md`, `tradeoff.svg` and `speed.svg` into `dir`
@@ -316,6 +360,82 @@ impl Report {
         let speed = dir.join("speed.svg");
         crate::plot::speed_svg(self, &speed)?;
         Ok(vec![json, md, tradeoff, speed])
+    }
+}
+
+/// Joins a dataset's samples with a configuration's stored answers (and the baseline's,
+/// unless this is the baseline).
+fn join<'a>(
+    d: &DatasetSpec,
+    samples: &'a [Sample],
+    mine: &'a Answers,
+    baseline: Option<&'a Answers>,
+    judge: &dyn Judge,
+) -> Result<Vec<Joined<'a>>> {
+    let mut joined = Vec::new();
+    for s in samples {
+        let Some(record) = mine.get(&d.name, s) else {
+            continue;
+        };
+        let base = baseline.and_then(|b| b.get(&d.name, s));
+        let identical = match d.label {
+            Label::Benign => base.map(|br| br.text == record.text),
+            Label::Harmful => None,
+        };
+        let baseline_correct = match &s.answer {
+            Some(answer) => base.map(|br| answer_matches(&br.text, answer)),
+            None => None,
+        };
+        joined.push(Joined {
+            sample: s,
+            record,
+            refused: judge.is_refusal(&s.text, &record.text)?,
+            identical,
+            baseline_correct,
+        });
+    }
+    Ok(joined)
+}
+
+/// A configuration's metrics: per dataset, pooled by label and overall, and per group.
+fn config_report(c: &ConfigSpec, joins: &[DatasetJoin<'_>]) -> ConfigReport {
+    let datasets: Vec<DatasetMetrics> = joins
+        .iter()
+        .map(|(d, total, j)| metrics(&d.name, Some(d.label), *total, j.iter()))
+        .collect();
+    let pool = |name: &str, label: Option<Label>, parts: &[&DatasetJoin<'_>]| {
+        let total = parts.iter().map(|p| p.1).sum();
+        metrics(name, label, total, parts.iter().flat_map(|p| p.2.iter()))
+    };
+    let mut pooled = Vec::new();
+    for label in [Label::Harmful, Label::Benign] {
+        let parts: Vec<_> = joins.iter().filter(|p| p.0.label == label).collect();
+        if !parts.is_empty() {
+            pooled.push(pool(&label.to_string(), Some(label), &parts));
+        }
+    }
+    pooled.push(pool("all", None, &joins.iter().collect::<Vec<_>>()));
+    let mut names: Vec<&str> = Vec::new();
+    for g in joins.iter().filter_map(|p| p.0.group.as_deref()) {
+        if !names.contains(&g) {
+            names.push(g);
+        }
+    }
+    let groups = names
+        .iter()
+        .map(|g| {
+            let parts: Vec<_> = joins
+                .iter()
+                .filter(|p| p.0.group.as_deref() == Some(*g))
+                .collect();
+            pool(g, parts.first().map(|p| p.0.label), &parts)
+        })
+        .collect();
+    ConfigReport {
+        config: c.clone(),
+        pooled,
+        groups,
+        datasets,
     }
 }
 

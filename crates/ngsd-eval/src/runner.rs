@@ -29,11 +29,12 @@ pub struct GenOutput {
 /// Produces answers for a configuration; the real one is the safety-aware decoder, built
 /// with the suite's [`crate::Generation`] settings.
 pub trait Generator {
-    /// Answers `prompt` under `config`.
+    /// Answers `sample` under `config`: its `text` as the user message after its `history`
+    /// under its `system` prompt, or as raw text when `raw`.
     fn generate(
         &mut self,
         config: &ConfigSpec,
-        prompt: &str,
+        sample: &Sample,
     ) -> std::result::Result<GenOutput, Box<dyn std::error::Error + Send + Sync>>;
 }
 
@@ -94,10 +95,7 @@ pub fn run_suite(
     let mut summary = RunSummary::default();
     for store in &stores {
         for (d, samples) in &data {
-            summary.skipped += samples
-                .iter()
-                .filter(|s| store.is_done(&d.name, &s.id))
-                .count();
+            summary.skipped += samples.iter().filter(|s| store.is_done(&d.name, s)).count();
         }
     }
     let total: usize = data.iter().map(|(_, s)| s.len()).sum::<usize>() * suite.configs.len();
@@ -118,22 +116,21 @@ pub fn run_suite(
         for (d, samples) in &data {
             bar.set_message(format!("{} / {}", config.name, d.name));
             for s in samples {
-                if store.is_done(&d.name, &s.id) {
+                if store.is_done(&d.name, s) {
                     continue;
                 }
                 let start = Instant::now();
-                let out = generator
-                    .generate(config, &s.text)
-                    .map_err(|e| Error::Generate {
-                        config: config.name.clone(),
-                        dataset: d.name.clone(),
-                        id: s.id.clone(),
-                        message: e.to_string(),
-                    })?;
+                let out = generator.generate(config, s).map_err(|e| Error::Generate {
+                    config: config.name.clone(),
+                    dataset: d.name.clone(),
+                    id: s.id.clone(),
+                    message: e.to_string(),
+                })?;
                 let time_ms = start.elapsed().as_secs_f64() * 1000.0;
                 store.append(Record {
                     dataset: d.name.clone(),
                     id: s.id.clone(),
+                    sample_key: s.key(),
                     text: out.text,
                     tokens: out.tokens,
                     steered_tokens: out.steered_tokens,

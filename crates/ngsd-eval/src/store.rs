@@ -1,14 +1,15 @@
-//! Resumable results: one JSONL file per configuration, one line per (dataset, sample id),
-//! appended and flushed as each answer is made. Reopening skips what is done and drops a
-//! half-written last line left by a crash.
+//! Resumable results: one JSONL file per configuration, one line per (dataset, sample id,
+//! sample key), appended and flushed as each answer is made. Reopening skips what is done and
+//! drops a half-written last line left by a crash.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::Sample;
 use crate::error::{Error, Result};
 
 /// Why generation stopped.
@@ -35,6 +36,10 @@ pub struct Record {
     pub dataset: String,
     /// Sample id within the dataset.
     pub id: String,
+    /// [`Sample::key`] of the prompt answered (system, history, raw flag, text). Empty in
+    /// lines written before keys existed: those count as answers to plain single messages.
+    #[serde(default)]
+    pub sample_key: String,
     /// Generated text.
     pub text: String,
     /// Generated tokens.
@@ -55,7 +60,44 @@ pub struct ResultStore {
     path: PathBuf,
     file: File,
     records: Vec<Record>,
-    done: HashSet<(String, String)>,
+    index: AnswerIndex,
+}
+
+/// Finds the stored answer of a sample: the record with its dataset, id and key, else (for a
+/// plain single message only) a record of that dataset and id written without a key. When a
+/// sample was answered more than once, the latest record wins.
+#[derive(Debug, Default)]
+pub struct AnswerIndex {
+    by_key: HashMap<(String, String, String), usize>,
+}
+
+impl AnswerIndex {
+    /// Indexes `records` (positions into that slice).
+    pub fn new(records: &[Record]) -> AnswerIndex {
+        let mut index = AnswerIndex::default();
+        for (i, r) in records.iter().enumerate() {
+            index.insert(r, i);
+        }
+        index
+    }
+
+    fn insert(&mut self, r: &Record, at: usize) {
+        self.by_key
+            .insert((r.dataset.clone(), r.id.clone(), r.sample_key.clone()), at);
+    }
+
+    /// The position of `sample`'s answer in `dataset`, if stored.
+    pub fn find(&self, dataset: &str, sample: &Sample) -> Option<usize> {
+        let mut k = (dataset.to_owned(), sample.id.clone(), sample.key());
+        if let Some(&at) = self.by_key.get(&k) {
+            return Some(at);
+        }
+        if !sample.is_plain() {
+            return None;
+        }
+        k.2.clear();
+        self.by_key.get(&k).copied()
+    }
 }
 
 impl ResultStore {
@@ -89,15 +131,12 @@ impl ResultStore {
             file.set_len(good_len)
                 .map_err(|e| Error::io("truncating torn line of", &path, e))?;
         }
-        let done = records
-            .iter()
-            .map(|r| (r.dataset.clone(), r.id.clone()))
-            .collect();
+        let index = AnswerIndex::new(&records);
         Ok(ResultStore {
             path,
             file,
             records,
-            done,
+            index,
         })
     }
 
@@ -115,9 +154,16 @@ impl ResultStore {
         &self.path
     }
 
-    /// Whether `(dataset, id)` already has a result.
-    pub fn is_done(&self, dataset: &str, id: &str) -> bool {
-        self.done.contains(&(dataset.to_owned(), id.to_owned()))
+    /// Whether `sample` of `dataset` already has a result (see [`AnswerIndex::find`]).
+    pub fn is_done(&self, dataset: &str, sample: &Sample) -> bool {
+        self.index.find(dataset, sample).is_some()
+    }
+
+    /// The stored answer of `sample` of `dataset`, if any.
+    pub fn answer(&self, dataset: &str, sample: &Sample) -> Option<&Record> {
+        self.index
+            .find(dataset, sample)
+            .and_then(|i| self.records.get(i))
     }
 
     /// Results so far, in file order.
@@ -135,8 +181,7 @@ impl ResultStore {
             .write_all(line.as_bytes())
             .and_then(|()| self.file.flush())
             .map_err(|e| Error::io("appending to", &self.path, e))?;
-        self.done
-            .insert((record.dataset.clone(), record.id.clone()));
+        self.index.insert(&record, self.records.len());
         self.records.push(record);
         Ok(())
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::wrap::{Wrap, WrapMode, families, load_wrappers};
 
 /// A validated suite: datasets × configurations.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,8 +160,50 @@ pub struct DatasetSpec {
     pub ids: Option<IdRange>,
     /// Keep only rows matching this filter.
     pub filter: Option<WhereFilter>,
-    /// Keep at most this many samples (after the filters).
+    /// Keep at most this many samples (after the filters, and after wrapping).
     pub limit: Option<usize>,
+    /// Field holding an OpenAI-style `messages` array (instead of `text_field`, which is
+    /// then empty): an optional leading system message, then user and assistant turns
+    /// alternating, ending with the user message to answer.
+    pub messages_field: Option<String>,
+    /// A system prompt for every sample (a row's own system message is then an error).
+    pub system: Option<String>,
+    /// Feed the text as is, without the chat template (as `/v1/completions` does).
+    pub raw: bool,
+    /// Wrapper templates applied to every sample at load.
+    pub wrap: Option<Wrap>,
+    /// The report pools datasets of the same group (all of one label) into one row.
+    pub group: Option<String>,
+}
+
+impl DatasetSpec {
+    /// A plain single-turn dataset: the prompt in `text_field`, every sample kept, its row
+    /// index as id, no answers, no system prompt, chat template applied.
+    pub fn new(
+        name: impl Into<String>,
+        path: impl Into<PathBuf>,
+        format: DatasetFormat,
+        text_field: impl Into<String>,
+        label: Label,
+    ) -> DatasetSpec {
+        DatasetSpec {
+            name: name.into(),
+            path: path.into(),
+            format,
+            text_field: text_field.into(),
+            label,
+            answer_field: None,
+            id_field: None,
+            ids: None,
+            filter: None,
+            limit: None,
+            messages_field: None,
+            system: None,
+            raw: false,
+            wrap: None,
+            group: None,
+        }
+    }
 }
 
 /// How α is set, as the decoder understands it.
@@ -223,7 +266,8 @@ struct RawDataset {
     name: Spanned<String>,
     path: Spanned<String>,
     format: Option<DatasetFormat>,
-    text_field: String,
+    text_field: Option<Spanned<String>>,
+    messages_field: Option<Spanned<String>>,
     label: Label,
     answer_field: Option<String>,
     id_field: Option<String>,
@@ -231,6 +275,20 @@ struct RawDataset {
     #[serde(rename = "where")]
     filter: Option<WhereFilter>,
     limit: Option<usize>,
+    system: Option<Spanned<String>>,
+    raw: Option<Spanned<bool>>,
+    wrap: Option<Spanned<RawWrap>>,
+    group: Option<Spanned<String>>,
+}
+
+/// `wrap = { file = "wrappers.toml", families = ["persona"], mode = "cycle" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawWrap {
+    file: Spanned<String>,
+    families: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    mode: WrapMode,
 }
 
 #[derive(Deserialize)]
@@ -291,14 +349,28 @@ fn default_alphas() -> Vec<Spanned<f32>> {
     vec![default_alpha()]
 }
 
-/// Turns byte offsets into the 1-based line and column of the suite text.
-struct Locator<'a> {
-    text: &'a str,
-    path: &'a Path,
+/// Turns byte offsets into the 1-based line and column of a TOML file's text (a suite or a
+/// wrapper file), for errors.
+pub(crate) struct Locator<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) path: &'a Path,
 }
 
 impl Locator<'_> {
-    fn line_col(&self, span: &Range<usize>) -> (usize, usize) {
+    /// Deserializes the text; a syntax or schema error names its line and column.
+    pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::from_str(self.text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| self.line_col(&s));
+            Error::SuiteSyntax {
+                path: self.path.to_owned(),
+                line,
+                column,
+                message: e.message().trim_end_matches('\n').to_owned(),
+            }
+        })
+    }
+
+    pub(crate) fn line_col(&self, span: &Range<usize>) -> (usize, usize) {
         let at = span.start.min(self.text.len());
         let before = self.text.get(..at).unwrap_or(self.text);
         let line = before.matches('\n').count() + 1;
@@ -306,7 +378,7 @@ impl Locator<'_> {
         (line, column)
     }
 
-    fn invalid(&self, span: &Range<usize>, key: String, message: String) -> Error {
+    pub(crate) fn invalid(&self, span: &Range<usize>, key: String, message: String) -> Error {
         let (line, column) = self.line_col(span);
         Error::SuiteInvalid {
             path: self.path.to_owned(),
@@ -332,19 +404,12 @@ impl Suite {
     /// its folder; errors name it).
     pub fn parse(text: &str, path: &Path, known_gates: &[&str]) -> Result<Suite> {
         let loc = Locator { text, path };
-        let raw: RawSuite = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |s| loc.line_col(&s));
-            Error::SuiteSyntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().trim_end_matches('\n').to_owned(),
-            }
-        })?;
+        let raw: RawSuite = loc.parse_toml()?;
         let base = path.parent().unwrap_or(Path::new(""));
 
-        let mut datasets = Vec::with_capacity(raw.datasets.len());
+        let mut datasets: Vec<DatasetSpec> = Vec::with_capacity(raw.datasets.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut groups: HashMap<String, (Label, String)> = HashMap::new();
         for (i, d) in raw.datasets.into_iter().enumerate() {
             let name = d.name.get_ref().clone();
             if let Some(first) = seen.insert(name.clone(), loc.line_col(&d.name.span()).0) {
@@ -354,51 +419,23 @@ impl Suite {
                     format!("duplicate dataset name `{name}` (first on line {first}); give each dataset its own name"),
                 ));
             }
-            let file = base.join(d.path.get_ref());
-            if !file.is_file() {
-                return Err(loc.invalid(
-                    &d.path.span(),
-                    format!("datasets[{i}].path"),
-                    format!(
-                        "dataset file {} not found; paths are relative to the suite file's folder",
-                        file.display()
-                    ),
-                ));
+            if let Some(g) = &d.group {
+                let (label, first) = groups
+                    .entry(g.get_ref().clone())
+                    .or_insert((d.label, name.clone()));
+                if *label != d.label {
+                    return Err(loc.invalid(
+                        &g.span(),
+                        format!("datasets[{i}].group"),
+                        format!(
+                            "group `{}` already holds the {label} dataset `{first}`, and `{name}` is {}; a group pools datasets of one label",
+                            g.get_ref(),
+                            d.label
+                        ),
+                    ));
+                }
             }
-            let format = match d.format {
-                Some(f) => f,
-                None => match file.extension().and_then(|e| e.to_str()) {
-                    Some("json") => DatasetFormat::Json,
-                    Some("jsonl") => DatasetFormat::Jsonl,
-                    Some("csv") => DatasetFormat::Csv,
-                    _ => {
-                        return Err(loc.invalid(
-                            &d.path.span(),
-                            format!("datasets[{i}].format"),
-                            "cannot tell the format from the file extension; add `format = \"json\"`, \"jsonl\" or \"csv\"".to_owned(),
-                        ));
-                    }
-                },
-            };
-            let ids = match &d.ids {
-                Some(s) => Some(
-                    IdRange::parse(s.get_ref())
-                        .map_err(|m| loc.invalid(&s.span(), format!("datasets[{i}].ids"), m))?,
-                ),
-                None => None,
-            };
-            datasets.push(DatasetSpec {
-                name,
-                path: file,
-                format,
-                text_field: d.text_field,
-                label: d.label,
-                answer_field: d.answer_field,
-                id_field: d.id_field,
-                ids,
-                filter: d.filter,
-                limit: d.limit,
-            });
+            datasets.push(dataset_spec(&loc, base, i, d)?);
         }
 
         // Configurations, each with the span of its name and gate for error messages.
@@ -537,6 +574,187 @@ impl Suite {
             baseline,
         })
     }
+}
+
+/// Validates one `[[datasets]]` entry (its name is already checked for duplicates).
+fn dataset_spec(loc: &Locator<'_>, base: &Path, i: usize, d: RawDataset) -> Result<DatasetSpec> {
+    let file = base.join(d.path.get_ref());
+    if !file.is_file() {
+        return Err(loc.invalid(
+            &d.path.span(),
+            format!("datasets[{i}].path"),
+            format!(
+                "dataset file {} not found; paths are relative to the suite file's folder",
+                file.display()
+            ),
+        ));
+    }
+    let format = match d.format {
+        Some(f) => f,
+        None => match file.extension().and_then(|e| e.to_str()) {
+            Some("json") => DatasetFormat::Json,
+            Some("jsonl") => DatasetFormat::Jsonl,
+            Some("csv") => DatasetFormat::Csv,
+            _ => {
+                return Err(loc.invalid(
+                    &d.path.span(),
+                    format!("datasets[{i}].format"),
+                    "cannot tell the format from the file extension; add `format = \"json\"`, \"jsonl\" or \"csv\"".to_owned(),
+                ));
+            }
+        },
+    };
+    let ids = match &d.ids {
+        Some(s) => Some(
+            IdRange::parse(s.get_ref())
+                .map_err(|m| loc.invalid(&s.span(), format!("datasets[{i}].ids"), m))?,
+        ),
+        None => None,
+    };
+    let (text_field, messages_field) = text_source(loc, i, &d)?;
+    let raw = check_raw(loc, i, &d)?;
+    let wrap = match d.wrap {
+        Some(w) => Some(wrap_spec(loc, base, i, w, raw)?),
+        None => None,
+    };
+    if let Some(g) = d.group.as_ref().filter(|g| g.get_ref().trim().is_empty()) {
+        return Err(loc.invalid(
+            &g.span(),
+            format!("datasets[{i}].group"),
+            "the group name is empty; name the pool, e.g. \"wrapped-harmful\"".into(),
+        ));
+    }
+    Ok(DatasetSpec {
+        name: d.name.into_inner(),
+        path: file,
+        format,
+        text_field,
+        label: d.label,
+        answer_field: d.answer_field,
+        id_field: d.id_field,
+        ids,
+        filter: d.filter,
+        limit: d.limit,
+        messages_field,
+        system: d.system.map(Spanned::into_inner),
+        raw,
+        wrap,
+        group: d.group.map(Spanned::into_inner),
+    })
+}
+
+/// Exactly one of `text-field` and `messages-field`: (text field or "", messages field).
+fn text_source(loc: &Locator<'_>, i: usize, d: &RawDataset) -> Result<(String, Option<String>)> {
+    match (&d.text_field, &d.messages_field) {
+        (Some(t), None) => Ok((t.get_ref().clone(), None)),
+        (None, Some(m)) => Ok((String::new(), Some(m.get_ref().clone()))),
+        (Some(_), Some(m)) => Err(loc.invalid(
+            &m.span(),
+            format!("datasets[{i}].messages-field"),
+            "a dataset reads either `text-field` (one prompt) or `messages-field` (a conversation), not both; remove one".into(),
+        )),
+        (None, None) => Err(loc.invalid(
+            &d.name.span(),
+            format!("datasets[{i}]"),
+            format!(
+                "dataset `{}` names no prompt field; add `text-field = \"...\"` (one prompt per row) or `messages-field = \"messages\"` (a conversation per row)",
+                d.name.get_ref()
+            ),
+        )),
+    }
+}
+
+/// `raw = true` is for single texts without a system prompt.
+fn check_raw(loc: &Locator<'_>, i: usize, d: &RawDataset) -> Result<bool> {
+    let Some(raw) = d.raw.as_ref().filter(|r| *r.get_ref()) else {
+        return Ok(false);
+    };
+    let clash = if d.messages_field.is_some() {
+        Some("`messages-field` (a conversation goes through the chat template)")
+    } else if d.system.is_some() {
+        Some("`system` (raw text has no chat template to put a system prompt in)")
+    } else {
+        None
+    };
+    match clash {
+        Some(other) => Err(loc.invalid(
+            &raw.span(),
+            format!("datasets[{i}].raw"),
+            format!("`raw = true` cannot go with {other}; remove one of them"),
+        )),
+        None => Ok(true),
+    }
+}
+
+/// Reads the wrapper file of a `wrap` entry and keeps the chosen families' templates.
+fn wrap_spec(
+    loc: &Locator<'_>,
+    base: &Path,
+    i: usize,
+    w: Spanned<RawWrap>,
+    raw: bool,
+) -> Result<Wrap> {
+    let span = w.span();
+    let w = w.into_inner();
+    let file = base.join(w.file.get_ref());
+    if !file.is_file() {
+        return Err(loc.invalid(
+            &w.file.span(),
+            format!("datasets[{i}].wrap.file"),
+            format!(
+                "wrapper file {} not found; paths are relative to the suite file's folder",
+                file.display()
+            ),
+        ));
+    }
+    let all = load_wrappers(&file)?;
+    let templates = match &w.families {
+        None => all,
+        Some(chosen) if chosen.is_empty() => {
+            return Err(loc.invalid(
+                &span,
+                format!("datasets[{i}].wrap.families"),
+                "the list of families is empty; name some, or leave `families` out for all of them"
+                    .into(),
+            ));
+        }
+        Some(chosen) => {
+            let known = families(&all);
+            for (k, f) in chosen.iter().enumerate() {
+                if !known.contains(&f.get_ref().as_str()) {
+                    return Err(loc.invalid(
+                        &f.span(),
+                        format!("datasets[{i}].wrap.families[{k}]"),
+                        format!(
+                            "unknown family `{}`; {} has: {}",
+                            f.get_ref(),
+                            file.display(),
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let wanted: Vec<&str> = chosen.iter().map(|f| f.get_ref().as_str()).collect();
+            all.into_iter()
+                .filter(|t| wanted.contains(&t.family.as_str()))
+                .collect()
+        }
+    };
+    if let Some(t) = templates.iter().find(|t| raw && !t.history.is_empty()) {
+        return Err(loc.invalid(
+            &span,
+            format!("datasets[{i}].wrap"),
+            format!(
+                "template `{}` adds conversation turns, but the dataset is raw text; choose families without history for raw datasets",
+                t.name
+            ),
+        ));
+    }
+    Ok(Wrap {
+        file,
+        mode: w.mode,
+        templates,
+    })
 }
 
 fn check_alpha(loc: &Locator<'_>, alpha: &Spanned<f32>, key: String) -> Result<f32> {

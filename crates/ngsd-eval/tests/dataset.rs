@@ -5,20 +5,15 @@ use std::path::PathBuf;
 use ngsd_eval::{DatasetFormat, DatasetSpec, IdRange, Label, Sample, WhereFilter, load_dataset};
 
 fn spec(file: &str, format: DatasetFormat, text: &str, label: Label) -> DatasetSpec {
-    DatasetSpec {
-        name: file.to_owned(),
-        path: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    DatasetSpec::new(
+        file,
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
             .join(file),
         format,
-        text_field: text.to_owned(),
+        text,
         label,
-        answer_field: None,
-        id_field: None,
-        ids: None,
-        filter: None,
-        limit: None,
-    }
+    )
 }
 
 fn ids(samples: &[Sample]) -> Vec<&str> {

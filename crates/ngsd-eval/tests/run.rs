@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ngsd_eval::{
     ConfigSpec, Finish, GenOutput, Generator, KeywordJudge, Progress, Report, ResultStore,
-    RunSummary, Suite, run_suite,
+    RunSummary, Sample, Suite, run_suite,
 };
 
 const GATES: &[&str] = &["never", "always", "lif", "ema"];
@@ -37,8 +37,9 @@ impl Generator for FakeGenerator {
     fn generate(
         &mut self,
         config: &ConfigSpec,
-        prompt: &str,
+        sample: &Sample,
     ) -> Result<GenOutput, Box<dyn std::error::Error + Send + Sync>> {
+        let prompt = sample.text.as_str();
         if self.fail_after.is_some_and(|n| self.calls >= n) {
             return Err("simulated crash".into());
         }
@@ -298,4 +299,109 @@ fn report_files_name_axes_and_every_config() {
             c.config.name
         );
     }
+}
+
+/// Answers from what it is shown, and records it: the last message, how many turns came
+/// before, the system prompt, and whether the text was raw.
+#[derive(Default)]
+struct Recorder {
+    seen: Vec<(String, usize, Option<String>, bool)>,
+}
+
+impl Generator for Recorder {
+    fn generate(
+        &mut self,
+        _config: &ConfigSpec,
+        sample: &Sample,
+    ) -> Result<GenOutput, Box<dyn std::error::Error + Send + Sync>> {
+        self.seen.push((
+            sample.text.clone(),
+            sample.history.len(),
+            sample.system.clone(),
+            sample.raw,
+        ));
+        let text = if sample.history.is_empty() {
+            "Sure, here it is."
+        } else {
+            "I'm sorry, I cannot help with that."
+        };
+        Ok(GenOutput {
+            text: text.to_owned(),
+            tokens: 4,
+            steered_tokens: usize::from(!sample.history.is_empty()),
+            expert_passes: 0,
+            finish: Finish::Eos,
+        })
+    }
+}
+
+/// A suite in `dir` over the fixture `chats.jsonl`, read as conversations or as plain text
+/// of the same ids (the `shape` field), under one dataset name.
+fn shape_suite(dir: &Path, how: &str) -> Suite {
+    let chats = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chats.jsonl");
+    let text = format!(
+        "[[datasets]]\nname = \"chats\"\npath = {chats:?}\nid-field = \"id\"\nlabel = \"benign\"\ngroup = \"talk\"\n{how}\n\n\
+         [[datasets]]\nname = \"chats-harmful\"\npath = {chats:?}\nid-field = \"id\"\nlabel = \"harmful\"\nmessages-field = \"messages\"\nwhere = {{ field = \"label\", equals = \"harmful\" }}\n\n\
+         [[configs]]\nname = \"none\"\ngate = \"never\"\n"
+    );
+    let path = dir.join("suite.toml");
+    std::fs::write(&path, text).expect("write suite");
+    Suite::load(&path, GATES).expect("suite")
+}
+
+#[test]
+fn conversations_reach_the_generator_and_are_stored_apart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("runs");
+    let chat = shape_suite(dir.path(), "messages-field = \"messages\"");
+    let mut recorder = Recorder::default();
+    run_suite(&chat, &mut recorder, &store, None, Progress::Hidden).expect("run");
+    assert_eq!(recorder.seen.len(), 4);
+    assert_eq!(
+        recorder.seen[0],
+        ("What is my name?".into(), 2, None, false)
+    );
+    assert_eq!(
+        recorder.seen[1].2.as_deref(),
+        Some("You are a concise assistant.")
+    );
+    assert_eq!(
+        recorder.seen[2],
+        ("Name a green vegetable.".into(), 0, None, false)
+    );
+
+    // The same dataset name and ids, read as single messages (the `shape` text): asked again;
+    // the unchanged harmful dataset is not.
+    let plain = shape_suite(dir.path(), "text-field = \"shape\"");
+    let mut recorder = Recorder::default();
+    let summary = run_suite(&plain, &mut recorder, &store, None, Progress::Hidden).expect("rerun");
+    assert_eq!(
+        summary,
+        RunSummary {
+            generated: 3,
+            skipped: 1
+        }
+    );
+    let texts: Vec<&str> = recorder.seen.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(texts, ["memory", "continuation", "single"]);
+
+    // The report joins each sample with its own answer, and pools the group.
+    let report = Report::build(&chat, &store, &KeywordJudge, None).expect("report");
+    let none = &report.configs[0];
+    let talk = none.group("talk").expect("group");
+    assert_eq!((talk.answered, talk.refusal.k), (3, 2));
+    assert_eq!(none.datasets[1].asr.map(|i| (i.k, i.n)), Some((0, 1)));
+    let md = report.to_markdown();
+    assert!(
+        md.contains("### group talk (pooled benign datasets)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| **talk** | benign | refusal | 66.7% (2/3) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| chats-harmful | harmful | ASR | 0.0% (0/1) |"),
+        "{md}"
+    );
 }

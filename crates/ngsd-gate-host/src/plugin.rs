@@ -8,7 +8,7 @@ use ngsd_gate::abi::{
     self, AbiVersion, AbiVersionFn, ENTRY_SYMBOL_V1, EntryV1Fn, GateState, GateVTableV1, STATUS_OK,
     STATUS_PANIC, Status, StrRef, VERSION_SYMBOL,
 };
-use ngsd_gate::{Decision, Gate, Needs, PromptInput, StepInput};
+use ngsd_gate::{AnswerInput, Decision, FeatureSpec, Gate, Needs, PromptInput, StepInput};
 
 use crate::{Error, Result};
 
@@ -40,6 +40,12 @@ struct Fns {
     observe_prompt: unsafe extern "C" fn(*mut GateState, *const abi::PromptInput) -> Status,
     decide: unsafe extern "C" fn(*mut GateState, *const abi::StepInput, *mut Decision) -> Status,
     last_error: unsafe extern "C" fn(*const GateState) -> StrRef,
+    /// ABI 1.1, optional.
+    features: Option<unsafe extern "C" fn(*const GateState) -> StrRef>,
+    /// ABI 1.1, optional.
+    check_answer: Option<
+        unsafe extern "C" fn(*mut GateState, *const abi::AnswerInput, *mut Decision) -> Status,
+    >,
 }
 
 /// Whether a plugin at `found` with a vtable of `vtable_size` bytes can be used by this host:
@@ -152,6 +158,8 @@ impl Plugin {
             observe_prompt: vt.observe_prompt.ok_or_else(|| missing("observe_prompt"))?,
             decide: vt.decide.ok_or_else(|| missing("decide"))?,
             last_error: vt.last_error.ok_or_else(|| missing("last_error"))?,
+            features: vt.features,
+            check_answer: vt.check_answer,
         };
         let name_fn = vt.name.ok_or_else(|| missing("name"))?;
         let description_fn = vt.description.ok_or_else(|| missing("description"))?;
@@ -229,12 +237,26 @@ impl Plugin {
             fns: self.fns,
             name: gate,
             needs: Needs::NONE,
+            features: FeatureSpec::default(),
             pending: None,
         };
         // SAFETY: live state from this plugin's `create`; no other call is running on it.
         let bits = unsafe { (self.fns.needs)(state.as_ptr()) };
         loaded.needs = Needs::from_bits(bits)
             .ok_or_else(|| bad(&path, format!("`needs` returned unknown bits {bits:#x}")))?;
+        if let Some(features) = self.fns.features {
+            // SAFETY: live state; the text is copied before any further call on it.
+            let text = unsafe { features(state.as_ptr()).to_str_lossy().into_owned() };
+            loaded.features = text
+                .parse()
+                .map_err(|e| bad(&path, format!("`features` returned `{text}`: {e}")))?;
+        }
+        if loaded.features.monitors_answer() && self.fns.check_answer.is_none() {
+            return Err(bad(
+                &path,
+                "it lists answer features but has no `check_answer` entry",
+            ));
+        }
         Ok(loaded)
     }
 }
@@ -249,6 +271,7 @@ pub struct LoadedGate {
     fns: Fns,
     name: String,
     needs: Needs,
+    features: FeatureSpec,
     /// An error from `reset`, reported by the next call that can fail.
     pending: Option<ngsd_gate::Error>,
 }
@@ -321,6 +344,33 @@ impl Gate for LoadedGate {
         let mut out = Decision::default();
         // SAFETY: live state; `raw` borrows `input`'s slices for the call; `out` is writable.
         let status = unsafe { (self.fns.decide)(self.state.as_ptr(), &raw, &mut out) };
+        if status != STATUS_OK {
+            return Err(self.error(status));
+        }
+        if !out.is_valid() {
+            return Err(ngsd_gate::Error::InvalidDecision {
+                gate: self.name.clone(),
+                strength: out.strength,
+            });
+        }
+        Ok(out)
+    }
+
+    fn features(&self) -> FeatureSpec {
+        self.features.clone()
+    }
+
+    fn check_answer(&mut self, input: &AnswerInput<'_>) -> ngsd_gate::Result<Decision> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        let Some(check) = self.fns.check_answer else {
+            return Ok(Decision::pass(f32::NAN));
+        };
+        let raw = abi::AnswerInput::from_rust(input);
+        let mut out = Decision::default();
+        // SAFETY: live state; `raw` borrows `input`'s slice for the call; `out` is writable.
+        let status = unsafe { check(self.state.as_ptr(), &raw, &mut out) };
         if status != STATUS_OK {
             return Err(self.error(status));
         }

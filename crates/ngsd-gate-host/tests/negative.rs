@@ -26,7 +26,7 @@ fn wrong_abi_major() {
     assert_eq!(
         err,
         format!(
-            "gate plugin {path} speaks gate ABI 99.0 but this ngsd speaks 1.0: rebuild the \
+            "gate plugin {path} speaks gate ABI 99.0 but this ngsd speaks 1.1: rebuild the \
              plugin against ngsd-gate with ABI 1.x"
         )
     );

@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 
 use ngsd_gate::safetensors::{SafeTensors, Tensor};
-use ngsd_gate::{Decision, Gate, HostContext, Needs, PromptInput, StepInput};
+use ngsd_gate::{AnswerInput, Decision, Gate, HostContext, Needs, PromptInput, StepInput};
 use ngsd_gate_host::{AbiVersion, LoadedGate, Plugin};
 
 const H: usize = 576;
@@ -110,6 +110,59 @@ fn sigmoid_prompt_timing_decides_once_and_holds() {
             assert!((d.value - sigmoid(prompt_z)).abs() < 1e-5, "{d:?}");
         }
     }
+}
+
+#[test]
+fn sigmoid_answer_monitor_crosses_the_abi() {
+    // The same 576-wide neuron serves as the answer neuron over one answer feature.
+    let w = sigmoid_weights("monitor", &[]);
+    let mut st = SafeTensors::read(&w).unwrap();
+    for name in ["weight", "bias", "mean", "std"] {
+        let t = st.tensors[name].clone();
+        st.tensors.insert(format!("answer.{name}"), t);
+    }
+    st.metadata.insert(
+        "features".into(),
+        "prompt = final.last; answer = 20.mean".into(),
+    );
+    st.metadata.insert("answer_threshold".into(), "0.9".into());
+    std::fs::write(&w, st.to_bytes()).unwrap();
+    let mut g = common::gate("sigmoid", &format!("weights = \"{}\"", w.display()));
+    assert_eq!(
+        g.features().to_string(),
+        "prompt = final.last; answer = 20.mean"
+    );
+    g.reset();
+    g.observe_prompt(&PromptInput {
+        hidden: &hidden(-3.0),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(step(&mut g, 0, &[]).strength, 0.0);
+    let mut check = |z: f32| {
+        g.check_answer(&AnswerInput {
+            tokens: 16,
+            features: &hidden(z),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    assert_eq!(check(1.0).strength, 0.0, "p 0.73 < 0.9 clears the answer");
+    let fired = check(4.0);
+    assert!(fired.strength == 1.0 && (fired.value - sigmoid(4.0)).abs() < 1e-5);
+    assert_eq!(step(&mut g, 1, &[]).strength, 1.0, "steers from then on");
+    let err = g
+        .check_answer(&AnswerInput {
+            tokens: 32,
+            features: &[1.0; 3],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has 3 values but the gate weights expect 576"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-/* ngsd_gate.h: the ngsd gate plugin ABI, version 1.0.
+/* ngsd_gate.h: the ngsd gate plugin ABI, version 1.1.
  *
  * Generated from crates/ngsd-gate/src/abi.rs by ngsd_gate::abi::c_header(); do not edit.
  * Regenerate: NGSD_UPDATE_HEADER=1 cargo test -p ngsd-gate header_is_fresh
@@ -19,9 +19,9 @@ extern "C" {
 /** ABI major version: host and plugin must agree exactly. */
 #define NGSD_ABI_MAJOR 1u
 /** ABI minor version: a plugin's must be at least the host's; bumps only append fields. */
-#define NGSD_ABI_MINOR 0u
+#define NGSD_ABI_MINOR 1u
 /** `(ABI_MAJOR << 16) | ABI_MINOR`, the value of `ngsd_gate_abi_version()`. */
-#define NGSD_ABI_VERSION 65536u
+#define NGSD_ABI_VERSION 65537u
 /** Needs flag: the base model's last hidden state. */
 #define NGSD_NEEDS_HIDDEN 1u
 /** Needs flag: the base model's next-token distribution. */
@@ -74,8 +74,8 @@ typedef struct NgsdPromptInput {
     /** `HAS_RISK` / `HAS_ALPHA` bits for the optional scalars below. */
     uint32_t flags;
     /**
-     * The base model's last hidden state at the prompt's final token (may be null if
-     * `hidden_len` is 0).
+     * The prompt features the gate declared, concatenated (by default the final hidden
+     * state at the prompt's last token); may be null if `hidden_len` is 0.
      */
     const float *hidden;
     /** Number of floats in `hidden`. */
@@ -114,7 +114,31 @@ typedef struct NgsdStepInput {
     float alpha;
 } NgsdStepInput;
 
-/** The functions of a gate plugin, ABI major version 1. Every entry must be non-null. */
+/** What the host gives a gate that monitors the answer, at each check (ABI 1.1). */
+typedef struct NgsdAnswerInput {
+    /** `sizeof(NgsdAnswerInput)` as the host was built; later fields exist only below it. */
+    uint32_t size;
+    /** `HAS_RISK` / `HAS_ALPHA` bits for the optional scalars below. */
+    uint32_t flags;
+    /** Answer tokens generated so far. */
+    uint64_t tokens;
+    /**
+     * The answer features the gate declared, concatenated (may be null if
+     * `features_len` is 0).
+     */
+    const float *features;
+    /** Number of floats in `features`. */
+    size_t features_len;
+    /** The request's risk from self-reflection, if `flags & HAS_RISK`. */
+    float risk;
+    /** The steering weight alpha, if `flags & HAS_ALPHA`. */
+    float alpha;
+} NgsdAnswerInput;
+
+/**
+ * The functions of a gate plugin, ABI major version 1. Every entry up to `last_error`
+ * must be non-null; the entries after it (ABI 1.1) may be null.
+ */
 typedef struct NgsdGateVTableV1 {
     /** `sizeof(NgsdGateVTableV1)` as the plugin was built. */
     uint32_t size;
@@ -144,6 +168,17 @@ typedef struct NgsdGateVTableV1 {
     NgsdStatus (*decide)(NgsdGateState *state, const NgsdStepInput *input, NgsdDecision *out);
     /** The message of the last failed call on this state, valid until the next call. */
     NgsdStrRef (*last_error)(const NgsdGateState *state);
+    /**
+     * ABI 1.1: the hidden-state features this instance reads, as `FeatureSpec` text
+     * (`prompt = final.last, 22.mean; answer = 22.mean`), valid while the state lives.
+     * Null: `prompt = final.last`.
+     */
+    NgsdStrRef (*features)(const NgsdGateState *state);
+    /**
+     * ABI 1.1: re-check the answer so far; writes `*out` on success. Called only when
+     * the features list answer features. Null: never steers.
+     */
+    NgsdStatus (*check_answer)(NgsdGateState *state, const NgsdAnswerInput *input, NgsdDecision *out);
 } NgsdGateVTableV1;
 
 /** Exported by every plugin, frozen across all versions: `(major << 16) | minor`. */
@@ -185,6 +220,14 @@ NGSD_STATIC_ASSERT(offsetof(NgsdStepInput, divergence) == 64, "NgsdStepInput.div
 NGSD_STATIC_ASSERT(offsetof(NgsdStepInput, risk) == 68, "NgsdStepInput.risk offset");
 NGSD_STATIC_ASSERT(offsetof(NgsdStepInput, alpha) == 72, "NgsdStepInput.alpha offset");
 NGSD_STATIC_ASSERT(sizeof(NgsdStepInput) == 80, "NgsdStepInput size");
+NGSD_STATIC_ASSERT(offsetof(NgsdAnswerInput, size) == 0, "NgsdAnswerInput.size offset");
+NGSD_STATIC_ASSERT(offsetof(NgsdAnswerInput, flags) == 4, "NgsdAnswerInput.flags offset");
+NGSD_STATIC_ASSERT(offsetof(NgsdAnswerInput, tokens) == 8, "NgsdAnswerInput.tokens offset");
+NGSD_STATIC_ASSERT(offsetof(NgsdAnswerInput, features) == 16, "NgsdAnswerInput.features offset");
+NGSD_STATIC_ASSERT(offsetof(NgsdAnswerInput, features_len) == 24, "NgsdAnswerInput.features_len offset");
+NGSD_STATIC_ASSERT(offsetof(NgsdAnswerInput, risk) == 32, "NgsdAnswerInput.risk offset");
+NGSD_STATIC_ASSERT(offsetof(NgsdAnswerInput, alpha) == 36, "NgsdAnswerInput.alpha offset");
+NGSD_STATIC_ASSERT(sizeof(NgsdAnswerInput) == 40, "NgsdAnswerInput size");
 NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, size) == 0, "NgsdGateVTableV1.size offset");
 NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, abi_version) == 4, "NgsdGateVTableV1.abi_version offset");
 NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, name) == 8, "NgsdGateVTableV1.name offset");
@@ -197,7 +240,9 @@ NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, reset) == 56, "NgsdGateVTableV1.re
 NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, observe_prompt) == 64, "NgsdGateVTableV1.observe_prompt offset");
 NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, decide) == 72, "NgsdGateVTableV1.decide offset");
 NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, last_error) == 80, "NgsdGateVTableV1.last_error offset");
-NGSD_STATIC_ASSERT(sizeof(NgsdGateVTableV1) == 88, "NgsdGateVTableV1 size");
+NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, features) == 88, "NgsdGateVTableV1.features offset");
+NGSD_STATIC_ASSERT(offsetof(NgsdGateVTableV1, check_answer) == 96, "NgsdGateVTableV1.check_answer offset");
+NGSD_STATIC_ASSERT(sizeof(NgsdGateVTableV1) == 104, "NgsdGateVTableV1 size");
 #undef NGSD_STATIC_ASSERT
 #endif
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
 
-use crate::{Error, Result, abi};
+use crate::{Error, FeatureSpec, Result, abi};
 
 /// The inputs a gate needs each step, as bit flags, so the decoder computes only those.
 ///
@@ -138,8 +138,9 @@ impl Decision {
 /// What the decoder knows about the prompt, given once per request before step 0.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PromptInput<'a> {
-    /// The base model's last hidden state at the prompt's final token (empty when the gate's
-    /// needs do not include [`Needs::HIDDEN`]).
+    /// The prompt features the gate declared ([`Gate::features`]), concatenated in order;
+    /// with the default declaration, the final hidden state at the prompt's last token.
+    /// Empty when the gate's needs do not include [`Needs::HIDDEN`].
     pub hidden: &'a [f32],
     /// The request's risk from self-reflection, when known.
     pub risk: Option<f32>,
@@ -188,11 +189,28 @@ impl StepInput<'_> {
     }
 }
 
+/// What the decoder gives a gate that monitors the answer ([`FeatureSpec::answer`] not
+/// empty), at each check while the answer is generated.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnswerInput<'a> {
+    /// Answer tokens generated so far (the check covers all of them).
+    pub tokens: u64,
+    /// The answer features the gate declared, concatenated in order.
+    pub features: &'a [f32],
+    /// The request's risk from self-reflection, when known.
+    pub risk: Option<f32>,
+    /// The steering weight α derived from the risk, when known.
+    pub alpha: Option<f32>,
+}
+
 /// A steering policy: decides, step by step, how strongly to steer the base model.
 ///
 /// Call order per request: [`reset`](Gate::reset), then
 /// [`observe_prompt`](Gate::observe_prompt) once, then [`decide`](Gate::decide) for steps
-/// 0, 1, 2, .... `decide` must be cheap: no allocation on the success path.
+/// 0, 1, 2, .... `decide` must be cheap: no allocation on the success path. A gate that
+/// declares answer features also gets [`check_answer`](Gate::check_answer) every few tokens;
+/// when a check steers, the decoder drops the answer tokens not yet cleared by an earlier
+/// check and generates them again, calling `decide` for those steps anew.
 pub trait Gate {
     /// The gate's short name, e.g. `lif` (used in traces and error messages).
     fn name(&self) -> &str;
@@ -214,6 +232,21 @@ pub trait Gate {
 
     /// Decide the steering strength for one step.
     fn decide(&mut self, input: &StepInput<'_>) -> Result<Decision>;
+
+    /// The hidden-state features the gate reads. The default: the final hidden state at the
+    /// prompt's last token, and no answer monitoring.
+    fn features(&self) -> FeatureSpec {
+        FeatureSpec::default()
+    }
+
+    /// Re-check the answer so far (only called when [`features`](Gate::features) lists answer
+    /// features). A steering decision means the answer is turning harmful: the gate should
+    /// steer from then on (its `decide` answers accordingly) and the decoder rolls the answer
+    /// back to the last cleared check. The default never steers.
+    fn check_answer(&mut self, input: &AnswerInput<'_>) -> Result<Decision> {
+        let _ = input;
+        Ok(Decision::pass(f32::NAN))
+    }
 }
 
 impl<G: Gate + ?Sized> Gate for Box<G> {
@@ -231,6 +264,12 @@ impl<G: Gate + ?Sized> Gate for Box<G> {
     }
     fn decide(&mut self, input: &StepInput<'_>) -> Result<Decision> {
         (**self).decide(input)
+    }
+    fn features(&self) -> FeatureSpec {
+        (**self).features()
+    }
+    fn check_answer(&mut self, input: &AnswerInput<'_>) -> Result<Decision> {
+        (**self).check_answer(input)
     }
 }
 

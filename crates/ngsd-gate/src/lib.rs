@@ -79,6 +79,7 @@
 
 pub mod abi;
 mod error;
+mod features;
 mod gate;
 mod params;
 mod policy;
@@ -86,6 +87,7 @@ mod policy;
 pub mod safetensors;
 
 pub use error::{Error, Result};
-pub use gate::{Decision, Gate, GatePlugin, Needs, PromptInput, StepInput};
+pub use features::{Feature, FeatureSpec, Layer, Pool};
+pub use gate::{AnswerInput, Decision, Gate, GatePlugin, Needs, PromptInput, StepInput};
 pub use params::{HOST_KEYS, HostContext, Params};
 pub use policy::{FailedClosed, FailurePolicy, ParsePolicyError};

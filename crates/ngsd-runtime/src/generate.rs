@@ -45,6 +45,9 @@ pub enum FinishReason {
     ContextFull,
     /// The caller cancelled the generation (a client went away, a deadline passed).
     Cancelled,
+    /// A safety rule of the caller ended the answer (ngsd-decode's early stop for steered,
+    /// risky answers). Never a user's stop string.
+    SafetyStop,
 }
 
 impl FinishReason {
@@ -54,6 +57,7 @@ impl FinishReason {
             FinishReason::Eos | FinishReason::Stop(_) => "stop",
             FinishReason::MaxTokens | FinishReason::ContextFull => "length",
             FinishReason::Cancelled => "cancelled",
+            FinishReason::SafetyStop => "content_filter",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`Model`]: an ONNX Runtime session with a [`KvCache`] per sequence; each step returns the
 //!   logits and the final hidden state of the new position;
 //! - [`Tokenizer`], [`TextStream`] (UTF-8-safe streaming) and [`ChatTemplate`];
+//! - [`Conversation`]: a chat (or raw text) to token ids, message text never read as markup;
 //! - [`Sampler`] (greedy, temperature, top-k, top-p, seeded) and plain [`generate`].
 
 mod error;
@@ -12,6 +13,7 @@ mod generate;
 mod model;
 pub mod ortlib;
 mod package;
+mod prompt;
 mod provider;
 pub mod sampling;
 mod template;
@@ -24,6 +26,7 @@ pub use package::{
     ChecksumReport, Files, IoNames, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestSource,
     ModelPackage, sha256_file,
 };
+pub use prompt::{Conversation, EncodedPrompt};
 pub use provider::{PROVIDER_NAMES, Provider};
 pub use sampling::{Sampler, SamplingConfig};
 pub use template::{ChatTemplate, Message};

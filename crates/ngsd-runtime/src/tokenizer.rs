@@ -9,6 +9,8 @@ use crate::package::ModelPackage;
 /// A loaded tokenizer.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same tokenizer with special-token markup encoded as plain text.
+    as_text: tokenizers::Tokenizer,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -34,7 +36,9 @@ impl Tokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok(Tokenizer { inner })
+        let mut as_text = inner.clone();
+        as_text.set_encode_special_tokens(true);
+        Ok(Tokenizer { inner, as_text })
     }
 
     /// Loads the package's tokenizer.
@@ -46,6 +50,16 @@ impl Tokenizer {
     /// special id; no BOS/EOS is added (chat templates write those themselves).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Token ids of `text` taken as plain text: special-token markup such as `<|im_start|>` is
+    /// split into ordinary tokens and never becomes a control token. Use it for anything a
+    /// user wrote.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        self.as_text
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| Error::Tokenizer(e.to_string()))

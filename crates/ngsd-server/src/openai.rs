@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use ngsd_decode::Output;
 use ngsd_decode::trace::TraceLine;
-use ngsd_runtime::{FinishReason, GenerateConfig, Message, SamplingConfig};
+use ngsd_runtime::{GenerateConfig, Message, SamplingConfig};
 
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ErrorKind};
@@ -707,10 +707,7 @@ impl Limits {
 /// OpenAI's finish reason: `stop`, `length`, or `content_filter` when the safety early stop
 /// ended a steered answer.
 pub fn finish_reason(out: &Output) -> &'static str {
-    match &out.finish {
-        FinishReason::Stop(s) if s == ngsd_decode::EARLY_STOP => "content_filter",
-        other => other.as_str(),
-    }
+    out.finish.as_str()
 }
 
 /// The `usage` object.

@@ -4,18 +4,40 @@
 use std::path::{Path, PathBuf};
 
 use ngsd_eval::{DatasetFormat, DatasetSpec, Label, Suite, WhereFilter, load_dataset};
+use ngsd_runtime::Message;
 
 use crate::error::{Error, Result};
 
-/// One labelled prompt.
+/// One labelled prompt, in any request shape: a single message, a turn of a longer chat
+/// (with its history and system prompt), or raw text for completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     /// The dataset it came from (names the per-pair report rows).
     pub set: String,
-    /// The user message.
+    /// The message being answered (the whole text when `raw`).
     pub text: String,
     /// True for harmful.
     pub harmful: bool,
+    /// Earlier turns of the chat, oldest first.
+    pub history: Vec<Message>,
+    /// The chat's system prompt (the template's default when `None`).
+    pub system: Option<String>,
+    /// Raw text for completion: no chat template.
+    pub raw: bool,
+}
+
+impl Example {
+    /// A single-message chat example.
+    pub fn new(set: &str, text: &str, harmful: bool) -> Example {
+        Example {
+            set: set.to_owned(),
+            text: text.to_owned(),
+            harmful,
+            history: Vec::new(),
+            system: None,
+            raw: false,
+        }
+    }
 }
 
 /// Candidate text fields, tried in order when a file is named without `--text-field`.
@@ -109,25 +131,16 @@ pub fn load_file(spec: &FileSpec) -> Result<Vec<Example>> {
         .path
         .file_stem()
         .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
-    let mut d = DatasetSpec {
-        name,
-        path: spec.path.clone(),
-        format,
-        text_field: String::new(),
-        label: if spec.harmful {
-            Label::Harmful
-        } else {
-            Label::Benign
-        },
-        answer_field: None,
-        id_field: None,
-        ids: None,
-        filter: spec.filter.as_ref().map(|(field, value)| WhereFilter {
-            field: field.clone(),
-            equals: value.clone(),
-        }),
-        limit: None,
+    let label = if spec.harmful {
+        Label::Harmful
+    } else {
+        Label::Benign
     };
+    let mut d = DatasetSpec::new(name, spec.path.clone(), format, String::new(), label);
+    d.filter = spec.filter.as_ref().map(|(field, value)| WhereFilter {
+        field: field.clone(),
+        equals: value.clone(),
+    });
     if let Some(f) = &spec.text_field {
         d.text_field = f.clone();
         return load_spec(&d);
@@ -159,11 +172,7 @@ fn load_spec(d: &DatasetSpec) -> Result<Vec<Example>> {
     }
     Ok(samples
         .into_iter()
-        .map(|s| Example {
-            set: d.name.clone(),
-            text: s.text,
-            harmful: d.label == Label::Harmful,
-        })
+        .map(|s| Example::new(&d.name, &s.text, d.label == Label::Harmful))
         .collect())
 }
 

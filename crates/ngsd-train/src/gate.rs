@@ -12,6 +12,8 @@ use crate::logreg::{
     Logistic, Standardizer, auroc, balanced_log_loss, cross_val_predict, stratified_folds,
     threshold_for_negative_rate, threshold_for_recall,
 };
+use crate::select::{AnswerNeuron, AnswerReport, FeatureTrial};
+use ngsd_gate::{Feature, FeatureSpec};
 
 /// Format tag in the metadata of neuron files.
 pub const GATE_FORMAT: &str = "ngsd-gate-neuron/1";
@@ -83,6 +85,14 @@ pub struct PairReport {
 /// What training measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct GateReport {
+    /// The prompt features the neuron reads.
+    pub features: String,
+    /// The candidate feature sets, scored by cross-validation (the lowest loss was chosen).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub feature_trials: Vec<FeatureTrial>,
+    /// The answer monitor, when one was trained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<AnswerReport>,
     /// Harmful / benign prompts.
     pub harmful: usize,
     /// Benign prompts.
@@ -149,17 +159,22 @@ pub struct EvalPair {
 /// A fitted neuron with its standardisation and threshold.
 #[derive(Debug, Clone)]
 pub struct TrainedGate {
+    /// What the neuron reads at the prompt.
+    pub features: Vec<Feature>,
     /// Feature standardisation.
     pub standardizer: Standardizer,
     /// The neuron over standardised features.
     pub neuron: Logistic,
     /// Decision threshold on p.
     pub threshold: f32,
+    /// The answer monitor's neuron, when one was trained.
+    pub answer: Option<AnswerNeuron>,
 }
 
-/// Fits the neuron on `features` (one row per example).
+/// Fits the neuron on `features` (one row per example, the columns of `chosen`).
 pub fn train_gate(
     examples: &[Example],
+    chosen: &[Feature],
     features: &Array2<f32>,
     cfg: &GateTrainConfig,
 ) -> (TrainedGate, GateReport) {
@@ -210,6 +225,9 @@ pub fn train_gate(
         }
     }
     let report = GateReport {
+        features: crate::select::names(chosen),
+        feature_trials: Vec::new(),
+        answer: None,
         harmful: y.iter().filter(|&&v| v).count(),
         benign: y.iter().filter(|&&v| !v).count(),
         l2_search: search,
@@ -222,9 +240,11 @@ pub fn train_gate(
     };
     (
         TrainedGate {
+            features: chosen.to_vec(),
             standardizer: st,
             neuron,
             threshold,
+            answer: None,
         },
         report,
     )
@@ -310,23 +330,27 @@ impl TrainedGate {
         }
     }
 
-    /// The neuron as the sigmoid gate reads it, with `metadata` added.
+    /// The neurons as the sigmoid gate reads them, with `metadata` added.
     pub fn to_safetensors(&self, metadata: BTreeMap<String, String>) -> SafeTensors {
-        let mut st = SafeTensors::logistic_neuron(self.neuron.weight.to_vec(), self.neuron.bias);
-        let h = self.neuron.weight.len();
-        for (name, v) in [
-            ("mean", &self.standardizer.mean),
-            ("std", &self.standardizer.std),
-        ] {
-            st.tensors.insert(
-                name.to_owned(),
-                Tensor {
-                    shape: vec![h],
-                    data: v.to_vec(),
-                },
-            );
-        }
+        let mut st = SafeTensors::default();
+        put_neuron(&mut st, "", &self.neuron, &self.standardizer);
+        let spec = FeatureSpec {
+            prompt: self.features.clone(),
+            answer: self
+                .answer
+                .as_ref()
+                .map_or_else(Vec::new, |a| a.features.clone()),
+        };
         st.metadata.extend(metadata);
+        if let Some(a) = &self.answer {
+            put_neuron(&mut st, "answer.", &a.neuron, &a.standardizer);
+            st.metadata
+                .insert("answer_threshold".to_owned(), format!("{}", a.threshold));
+        }
+        let width = self.neuron.weight.len() / self.features.len().max(1);
+        st.metadata
+            .insert("hidden_size".to_owned(), width.to_string());
+        st.metadata.insert("features".to_owned(), spec.to_string());
         st.metadata
             .insert("threshold".to_owned(), format!("{}", self.threshold));
         st.metadata
@@ -335,22 +359,34 @@ impl TrainedGate {
     }
 }
 
+/// `{prefix}weight`, `{prefix}bias`, `{prefix}mean` and `{prefix}std` of one neuron.
+fn put_neuron(st: &mut SafeTensors, prefix: &str, neuron: &Logistic, standardizer: &Standardizer) {
+    let n = neuron.weight.len();
+    for (name, shape, data) in [
+        ("weight", vec![n], neuron.weight.to_vec()),
+        ("bias", vec![1], vec![neuron.bias]),
+        ("mean", vec![n], standardizer.mean.to_vec()),
+        ("std", vec![n], standardizer.std.to_vec()),
+    ] {
+        st.tensors
+            .insert(format!("{prefix}{name}"), Tensor { shape, data });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ex(set: &str, text: &str, harmful: bool) -> Example {
-        Example {
-            set: set.to_owned(),
-            text: text.to_owned(),
-            harmful,
-        }
+        Example::new(set, text, harmful)
     }
 
     #[test]
     fn evaluation_reports_fire_rates_pairs_and_training_overlap() {
         // One feature; the neuron is p = σ(2·x), the threshold 0.5 (fires at x ≥ 0).
         let gate = TrainedGate {
+            features: vec![ngsd_gate::Feature::FINAL_LAST],
+            answer: None,
             standardizer: Standardizer {
                 mean: ndarray::array![0.0],
                 std: ndarray::array![1.0],

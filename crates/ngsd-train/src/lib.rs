@@ -11,5 +11,6 @@ pub mod expert;
 pub mod features;
 pub mod gate;
 pub mod logreg;
+pub mod select;
 
 pub use error::{Error, Result};

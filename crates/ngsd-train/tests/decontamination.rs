@@ -1,6 +1,9 @@
-//! The project's training prompts (models/training/*.jsonl) against the evaluation prompts of
+//! The project's training prompts (models/training/) against the evaluation prompts of
 //! crates/ngsd-eval/suites/safety-dev.toml: no prompt is trained on that is evaluated on, and
-//! the files written after the first round stay clear of near-duplicates too.
+//! the files written after the first round stay clear of near-duplicates too. The request-shape
+//! files (conversations, raw text, long prompts, wrapper templates) are held to the strict rule,
+//! the training wrapper templates must not be near-copies of the held-out evaluation templates,
+//! and the stress suite's held-out data must not be near-copies of training data.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +13,9 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use ngsd_eval::load_wrappers;
 use ngsd_train::data::{self, FileSpec};
+use serde_json::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -95,35 +100,85 @@ const CHECKED_STRICTLY: &[&str] = &[
     "benign_tasks.jsonl",
 ];
 
+/// The evaluation prompts, indexed for the two rules.
+struct EvalPrompts {
+    prompts: Vec<(String, HashSet<String>, HashSet<String>)>,
+    exact: HashSet<String>,
+    frames: HashSet<&'static str>,
+}
+
+impl EvalPrompts {
+    /// The prompts of safety-dev.toml, or `None` (with a note) when the public sets are absent.
+    fn load() -> Option<EvalPrompts> {
+        // The evaluation sets are public data that lives beside the checkout, not in it; a
+        // checkout without them (e.g. a bare CI clone) has nothing to compare against.
+        let datasets = repo().join("../shared/datasets");
+        if !datasets.is_dir() {
+            eprintln!(
+                "NOTE: {} is missing, so the decontamination check did not run; put the public sets there to run it",
+                datasets.display()
+            );
+            return None;
+        }
+        let suite = repo().join("crates/ngsd-eval/suites/safety-dev.toml");
+        let eval = data::load_suite_datasets(&suite).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the evaluation prompts of {} ({e}); the public sets belong in ../shared/datasets beside the checkout",
+                suite.display()
+            )
+        });
+        let prompts: Vec<(String, HashSet<String>, HashSet<String>)> = eval
+            .iter()
+            .map(|e| {
+                let w = words(&e.text);
+                (e.text.clone(), w.iter().cloned().collect(), grams(&w, 5))
+            })
+            .collect();
+        let exact = prompts.iter().map(|(t, _, _)| words(t).join(" ")).collect();
+        Some(EvalPrompts {
+            prompts,
+            exact,
+            frames: FRAMES.iter().copied().collect(),
+        })
+    }
+
+    /// Problems of one training text: an evaluation prompt word for word; sharing 70 % of
+    /// its words with one (strict: 50 %); strict only: a shared 5-gram beyond a task frame.
+    fn check(&self, name: &str, text: &str, strict: bool, problems: &mut Vec<String>) {
+        let w = words(text);
+        if self.exact.contains(&w.join(" ")) {
+            problems.push(format!("{name}: `{text}` is an evaluation prompt"));
+            return;
+        }
+        let set: HashSet<String> = w.iter().cloned().collect();
+        let g5 = grams(&w, 5);
+        let limit = if strict { 0.5 } else { 0.7 };
+        for (eval, eset, eg5) in &self.prompts {
+            let j = jaccard(&set, eset);
+            if j >= limit {
+                problems.push(format!(
+                    "{name}: `{text}` shares {:.0}% of its words with `{eval}`",
+                    100.0 * j
+                ));
+            }
+            if strict
+                && let Some(g) = g5
+                    .intersection(eg5)
+                    .find(|g| !self.frames.contains(g.as_str()))
+            {
+                problems.push(format!(
+                    "{name}: `{text}` shares the 5-gram `{g}` with `{eval}`"
+                ));
+            }
+        }
+    }
+}
+
 #[test]
 fn training_prompts_are_not_evaluation_prompts() {
-    // The evaluation sets are public data that lives beside the checkout, not in it; a
-    // checkout without them (e.g. a bare CI clone) has nothing to compare against.
-    let datasets = repo().join("../shared/datasets");
-    if !datasets.is_dir() {
-        eprintln!(
-            "NOTE: {} is missing, so the decontamination check did not run; put the public sets there to run it",
-            datasets.display()
-        );
+    let Some(eval) = EvalPrompts::load() else {
         return;
-    }
-    let suite = repo().join("crates/ngsd-eval/suites/safety-dev.toml");
-    let eval = data::load_suite_datasets(&suite).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the evaluation prompts of {} ({e}); the public sets belong in ../shared/datasets beside the checkout",
-            suite.display()
-        )
-    });
-    let eval: Vec<(String, HashSet<String>, HashSet<String>)> = eval
-        .iter()
-        .map(|e| {
-            let w = words(&e.text);
-            (e.text.clone(), w.iter().cloned().collect(), grams(&w, 5))
-        })
-        .collect();
-    let eval_text: HashSet<String> = eval.iter().map(|(t, _, _)| words(t).join(" ")).collect();
-    let frames: HashSet<&str> = FRAMES.iter().copied().collect();
-
+    };
     let files = prompt_files();
     assert!(files.len() >= 6, "{files:?}");
     let mut problems = Vec::new();
@@ -131,30 +186,181 @@ fn training_prompts_are_not_evaluation_prompts() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let strict = CHECKED_STRICTLY.contains(&name.as_str());
         for prompt in load_prompts(file) {
-            let w = words(&prompt);
-            if eval_text.contains(&w.join(" ")) {
-                problems.push(format!("{name}: `{prompt}` is an evaluation prompt"));
-                continue;
+            eval.check(&name, &prompt, strict, &mut problems);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The rows of a JSON Lines file.
+fn rows(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The texts a row of a request-shape file shows the model: every message of a conversation,
+/// a raw text, or a long prompt's embedded request (its pasted text is checked by 5-grams with
+/// the whole prompt).
+fn shape_texts(row: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(messages)) = row.get("messages") {
+        for m in messages {
+            out.push(m["content"].as_str().unwrap().to_owned());
+        }
+    }
+    for field in ["text", "request", "prompt"] {
+        if let Some(Value::String(s)) = row.get(field) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+/// Template texts with their placeholders taken out, history turns included.
+fn template_texts(path: &Path) -> Vec<(String, String)> {
+    load_wrappers(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|t| {
+            let mut text: Vec<String> = t.history.iter().map(|h| h.content.clone()).collect();
+            text.push(t.text.clone());
+            let text = text.join("\n");
+            let mut bare = text.replace("{request}", " ");
+            for k in 1..=t.parts {
+                bare = bare.replace(&format!("{{part{k}}}"), " ");
             }
-            let set: HashSet<String> = w.iter().cloned().collect();
-            let g5 = grams(&w, 5);
-            for (text, eset, eg5) in &eval {
-                let j = jaccard(&set, eset);
-                // Every file: no near-copy. New files: no half-shared vocabulary and no shared
-                // 5-gram beyond a task frame.
-                let limit = if strict { 0.5 } else { 0.7 };
-                if j >= limit {
-                    problems.push(format!(
-                        "{name}: `{prompt}` shares {:.0}% of its words with `{text}`",
-                        100.0 * j
-                    ));
-                }
-                if strict
-                    && let Some(g) = g5.intersection(eg5).find(|g| !frames.contains(g.as_str()))
-                {
-                    problems.push(format!(
-                        "{name}: `{prompt}` shares the 5-gram `{g}` with `{text}`"
-                    ));
+            (t.name, bare)
+        })
+        .collect()
+}
+
+#[test]
+fn request_shape_files_are_clear_of_evaluation_prompts() {
+    let Some(eval) = EvalPrompts::load() else {
+        return;
+    };
+    let dir = repo().join("models/training");
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for name in ["multiturn.jsonl", "raw.jsonl", "long.jsonl"] {
+        for row in rows(&dir.join(name)) {
+            for text in shape_texts(&row) {
+                eval.check(name, &text, true, &mut problems);
+                count += 1;
+            }
+        }
+    }
+    for (name, text) in template_texts(&dir.join("wrappers.toml")) {
+        eval.check(
+            &format!("wrappers.toml `{name}`"),
+            &text,
+            true,
+            &mut problems,
+        );
+        count += 1;
+    }
+    assert!(count > 2000, "only {count} texts checked");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Whether two texts are near-duplicates: half or more of their distinct words shared, or a
+/// shared word 6-gram.
+fn near_duplicate(a: &str, b: &str) -> Option<String> {
+    let (wa, wb) = (words(a), words(b));
+    let (sa, sb): (HashSet<String>, HashSet<String>) =
+        (wa.iter().cloned().collect(), wb.iter().cloned().collect());
+    let j = jaccard(&sa, &sb);
+    if j >= 0.5 {
+        return Some(format!("{:.0}% of words shared", 100.0 * j));
+    }
+    grams(&wa, 6)
+        .intersection(&grams(&wb, 6))
+        .next()
+        .map(|g| format!("6-gram `{g}` shared"))
+}
+
+#[test]
+fn training_wrappers_are_not_the_held_out_ones() {
+    let suites = repo().join("crates/ngsd-eval/suites");
+    let training = template_texts(&repo().join("models/training/wrappers.toml"));
+    let mut held_out = Vec::new();
+    for file in [
+        "stress-wrappers.toml",
+        "stress-openers.toml",
+        "stress-raw-forms.toml",
+    ] {
+        held_out.extend(template_texts(&suites.join(file)));
+    }
+    assert!(training.len() >= 36 && held_out.len() >= 18);
+    let mut problems = Vec::new();
+    for (t, text) in &training {
+        for (h, eval_text) in &held_out {
+            if let Some(why) = near_duplicate(text, eval_text) {
+                problems.push(format!("training `{t}` and held-out `{h}`: {why}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// What a person typed in a row: user messages, a raw text, a prompt or a long prompt's
+/// request (system prompts and assistant turns are context, and refusals look alike).
+fn user_texts(row: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(messages)) = row.get("messages") {
+        for m in messages.iter().filter(|m| m["role"] == "user") {
+            out.push(m["content"].as_str().unwrap().to_owned());
+        }
+    }
+    for field in ["text", "request", "prompt"] {
+        if let Some(Value::String(s)) = row.get(field) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+/// A text, its words, their set and their 8-grams.
+type Indexed = (String, Vec<String>, HashSet<String>, HashSet<String>);
+
+#[test]
+fn stress_data_is_not_training_data() {
+    let suites = repo().join("crates/ngsd-eval/suites");
+    let dir = repo().join("models/training");
+    let mut training = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            training.extend(rows(&path).iter().flat_map(user_texts));
+        }
+    }
+    let index: Vec<Indexed> = training
+        .into_iter()
+        .map(|t| {
+            let w = words(&t);
+            let (set, g8) = (w.iter().cloned().collect(), grams(&w, 8));
+            (t, w, set, g8)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for file in [
+        "stress-benign.jsonl",
+        "stress-multiturn.jsonl",
+        "stress-raw.jsonl",
+    ] {
+        for text in rows(&suites.join(file)).iter().flat_map(user_texts) {
+            let w = words(&text);
+            let (set, g8): (HashSet<String>, _) = (w.iter().cloned().collect(), grams(&w, 8));
+            for (t, tw, tset, tg8) in &index {
+                // The same words, or (for texts of six words or more) 70 % of the vocabulary
+                // or a word 8-gram in common.
+                let close = w.len() >= 6 && (jaccard(&set, tset) >= 0.7 || !g8.is_disjoint(tg8));
+                if *tw == w || close {
+                    problems.push(format!("{file}: `{text}` is close to training text `{t}`"));
                 }
             }
         }

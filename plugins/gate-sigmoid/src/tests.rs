@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use ngsd_gate::safetensors::Tensor;
 
 use super::*;
+use crate::neuron::dot;
 
 /// Writes a weights file into a fresh temp dir; returns its path.
 fn weights(name: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)], meta: &[(&str, &str)]) -> PathBuf {
@@ -108,7 +109,7 @@ fn standardisation_is_folded_in() {
     let h = [3.0f32, 7.0];
     let z = 2.0 * (3.0 - 1.0) / 2.0 + 1.0 * (7.0 + 1.0) / 4.0 + 0.5;
     assert!((g.probability(&h).unwrap() - 1.0 / (1.0 + (-z as f32).exp())).abs() < 1e-6);
-    assert_eq!(g.threshold, 0.9);
+    assert_eq!(g.prompt.threshold, 0.9);
 }
 
 #[test]
@@ -198,4 +199,108 @@ fn bad_parameters_and_files_are_explained() {
         &format!("weights = \"{}\"", matrix.display()),
         "tensor `weight` has shape [2, 2], expected [H]",
     );
+}
+
+#[test]
+fn features_metadata_sets_the_input_width() {
+    let path = weights(
+        "features",
+        &[
+            ("weight", vec![4], vec![1.0, 0.0, 0.0, 1.0]),
+            ("bias", vec![1], vec![0.0]),
+        ],
+        &[
+            ("hidden_size", "2"),
+            ("features", "prompt = final.last, 3.mean"),
+        ],
+    );
+    let mut g = create(&path, "").unwrap();
+    assert_eq!(g.features().to_string(), "prompt = final.last, 3.mean");
+    g.reset();
+    g.observe_prompt(&PromptInput {
+        hidden: &[2.0, 0.0, 0.0, 2.0],
+        ..Default::default()
+    })
+    .unwrap();
+    let p = 1.0 / (1.0 + (-4.0f32).exp());
+    assert_eq!(g.decide(&step(0, &[])).unwrap(), Decision::steer(1.0, p));
+    let err = create(&path, "timing = token").unwrap_err().to_string();
+    assert!(err.contains("use timing = prompt"), "{err}");
+    let err = create(&path, "hidden-size = 4").unwrap_err().to_string();
+    assert!(err.contains("made for hidden size 2"), "{err}");
+}
+
+fn monitored(name: &str) -> PathBuf {
+    weights(
+        name,
+        &[
+            ("weight", vec![2], vec![1.0, 0.0]),
+            ("bias", vec![1], vec![0.0]),
+            ("answer.weight", vec![2], vec![0.0, 1.0]),
+            ("answer.bias", vec![1], vec![0.0]),
+        ],
+        &[
+            ("hidden_size", "2"),
+            ("threshold", "0.9"),
+            ("answer_threshold", "0.8"),
+            ("features", "prompt = final.last; answer = 4.mean"),
+        ],
+    )
+}
+
+#[test]
+fn the_answer_neuron_fires_and_then_holds() {
+    let mut g = create(&monitored("answer"), "").unwrap();
+    assert!(g.features().monitors_answer());
+    g.reset();
+    g.observe_prompt(&PromptInput {
+        hidden: &[0.0, 0.0],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(g.decide(&step(0, &[])).unwrap().strength, 0.0);
+    let check = |g: &mut Sigmoid, x: f32| {
+        g.check_answer(&AnswerInput {
+            tokens: 16,
+            features: &[0.0, x],
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    assert_eq!(check(&mut g, 0.0).strength, 0.0, "p 0.5 < 0.8 clears");
+    assert_eq!(g.decide(&step(1, &[])).unwrap().strength, 0.0);
+    assert_eq!(check(&mut g, 3.0).strength, 1.0, "p 0.95 fires");
+    assert_eq!(
+        g.decide(&step(2, &[])).unwrap().strength,
+        1.0,
+        "held after the check fired"
+    );
+    g.reset();
+    assert_eq!(g.decide(&step(0, &[0.0, 0.0])).unwrap().strength, 0.0);
+}
+
+#[test]
+fn monitoring_can_be_switched_off_and_needs_an_answer_neuron() {
+    let g = create(&monitored("off"), "monitor = false").unwrap();
+    assert!(!g.features().monitors_answer());
+    let err = create(&basic("no-answer"), "monitor = true")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no answer neuron"), "{err}");
+    let bad = weights(
+        "answer-width",
+        &[
+            ("weight", vec![2], vec![1.0, 0.0]),
+            ("bias", vec![1], vec![0.0]),
+            ("answer.weight", vec![3], vec![0.0; 3]),
+            ("answer.bias", vec![1], vec![0.0]),
+        ],
+        &[("features", "prompt = final.last; answer = 4.mean")],
+    );
+    let err = create(&bad, "").unwrap_err().to_string();
+    assert!(err.contains("`answer.weight` has 3 values"), "{err}");
+    let err = create(&monitored("thr"), "answer-threshold = 1.5")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`answer-threshold`: 1.5 is outside"), "{err}");
 }

@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{
-    ABI_VERSION, Decision, GateState, GateVTableV1, HAS_ALPHA, HAS_DIVERGENCE, HAS_RISK,
-    PromptInput, STATUS_ERROR, STATUS_INVALID_ARGUMENT, STATUS_OK, STATUS_PANIC, Status, StepInput,
-    StrRef,
+    ABI_VERSION, AnswerInput, Decision, GateState, GateVTableV1, HAS_ALPHA, HAS_DIVERGENCE,
+    HAS_RISK, PromptInput, STATUS_ERROR, STATUS_INVALID_ARGUMENT, STATUS_OK, STATUS_PANIC, Status,
+    StepInput, StrRef,
 };
 use crate::GatePlugin;
 
@@ -30,6 +30,8 @@ pub const fn vtable_for<G: GatePlugin>() -> GateVTableV1 {
         observe_prompt: Some(observe_prompt::<G>),
         decide: Some(decide::<G>),
         last_error: Some(last_error::<G>),
+        features: Some(features::<G>),
+        check_answer: Some(check_answer::<G>),
     }
 }
 
@@ -67,6 +69,8 @@ struct Instance<G> {
     gate: G,
     error: String,
     poisoned: bool,
+    /// The gate's `FeatureSpec` text, fixed at creation (features never change).
+    features: String,
 }
 
 impl<G: GatePlugin> Instance<G> {
@@ -176,6 +180,32 @@ unsafe fn step_input<'a>(input: *const StepInput) -> Result<crate::StepInput<'a>
 }
 
 /// # Safety
+/// As [`step_input`], for an `NgsdAnswerInput`.
+unsafe fn answer_input<'a>(input: *const AnswerInput) -> Result<crate::AnswerInput<'a>, String> {
+    if input.is_null() || !input.is_aligned() {
+        return Err("null or misaligned NgsdAnswerInput pointer".to_owned());
+    }
+    // SAFETY: non-null and aligned; every version of the struct starts with `size: u32`.
+    let size = unsafe { input.cast::<u32>().read() } as usize;
+    if size < size_of::<AnswerInput>() {
+        return Err(format!(
+            "NgsdAnswerInput.size is {size}, this gate needs at least {}",
+            size_of::<AnswerInput>()
+        ));
+    }
+    // SAFETY: the host's struct is at least as large as ours (checked just above).
+    let raw = unsafe { &*input };
+    // SAFETY: the host guarantees the pointer and length describe a valid slice.
+    let features = unsafe { floats(raw.features, raw.features_len)? }.unwrap_or(&[]);
+    Ok(crate::AnswerInput {
+        tokens: raw.tokens,
+        features,
+        risk: opt(raw.flags, HAS_RISK, raw.risk),
+        alpha: opt(raw.flags, HAS_ALPHA, raw.alpha),
+    })
+}
+
+/// # Safety
 /// As [`step_input`], for an `NgsdPromptInput`.
 unsafe fn prompt_input<'a>(input: *const PromptInput) -> Result<crate::PromptInput<'a>, String> {
     if input.is_null() || !input.is_aligned() {
@@ -265,10 +295,23 @@ unsafe extern "C" fn create<G: GatePlugin>(
     };
     match catch_unwind(|| G::create(text)) {
         Ok(Ok(gate)) => {
+            let features = match catch_unwind(AssertUnwindSafe(|| gate.features())) {
+                Ok(spec) => spec.to_string(),
+                Err(payload) => {
+                    return fail(
+                        STATUS_PANIC,
+                        &format!(
+                            "panicked while listing its features: {}",
+                            panic_message(payload.as_ref())
+                        ),
+                    );
+                }
+            };
             let instance = Box::new(Instance {
                 gate,
                 error: String::new(),
                 poisoned: false,
+                features,
             });
             // SAFETY: `out_state` is non-null (checked) and writable (ABI contract).
             unsafe { out_state.write(Box::into_raw(instance).cast::<GateState>()) };
@@ -365,6 +408,47 @@ unsafe extern "C" fn decide<G: GatePlugin>(
         }
     };
     match inst.call(|g| g.decide(&step)) {
+        Ok(decision) => {
+            // SAFETY: non-null and aligned (checked above), writable per the ABI contract.
+            unsafe { out.write(decision) };
+            STATUS_OK
+        }
+        Err(status) => status,
+    }
+}
+
+unsafe extern "C" fn features<G: GatePlugin>(state: *const GateState) -> StrRef {
+    // SAFETY: ABI contract (see `instance`); only read here.
+    match unsafe { instance::<G>(state.cast_mut()) } {
+        Some(inst) => StrRef::new(&inst.features),
+        None => StrRef::new(""),
+    }
+}
+
+unsafe extern "C" fn check_answer<G: GatePlugin>(
+    state: *mut GateState,
+    input: *const AnswerInput,
+    out: *mut Decision,
+) -> Status {
+    // SAFETY: ABI contract (see `instance`).
+    let Some(inst) = (unsafe { instance::<G>(state) }) else {
+        return STATUS_INVALID_ARGUMENT;
+    };
+    if out.is_null() || !out.is_aligned() {
+        inst.set_error(format_args!(
+            "check_answer: null or misaligned output pointer"
+        ));
+        return STATUS_INVALID_ARGUMENT;
+    }
+    // SAFETY: the host passes a valid NgsdAnswerInput (ABI contract); checked for null.
+    let answer = match unsafe { answer_input(input) } {
+        Ok(a) => a,
+        Err(message) => {
+            inst.set_error(format_args!("{message}"));
+            return STATUS_INVALID_ARGUMENT;
+        }
+    };
+    match inst.call(|g| g.check_answer(&answer)) {
         Ok(decision) => {
             // SAFETY: non-null and aligned (checked above), writable per the ABI contract.
             unsafe { out.write(decision) };
