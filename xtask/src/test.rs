@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{setup, sh};
+use crate::{deploy, setup, sh};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -78,6 +78,22 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .arg(model),
         )?;
     }
+    sh::step(
+        "numerical checks of the converted model (xtask/py/test_export.py, fp32 against the GGUF)",
+    );
+    sh::run(
+        Command::new(&installed.python)
+            .arg(sh::root().join("xtask/py/test_export.py"))
+            .arg("--model")
+            .arg(&installed.fp32)
+            .arg("--gguf")
+            .arg(&installed.gguf),
+    )?;
+    sh::step("deployment files (deploy/*.yaml against the Kubernetes schemas and the server)");
+    deploy::check(
+        std::path::Path::new(&setup::which_python()?),
+        &sh::root().join("target/debug/ngsd"),
+    )?;
     sh::step("all checks passed");
     Ok(())
 }

@@ -419,11 +419,7 @@ fn write_trace(path: &std::path::Path, output: &ngsd_decode::Output) -> Result<(
     }
     text.push_str(&serde_json::to_string(&output.summary)?);
     text.push('\n');
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
+    ngsd_fs::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
 

@@ -36,6 +36,14 @@ pub struct ServeArgs {
     /// Longest a request may take, waiting included, in seconds [default: 120].
     #[arg(long, value_name = "S")]
     timeout_s: Option<u64>,
+    /// Longest a connection may take to send a request's headers, in seconds; idle
+    /// kept-alive connections are closed after it too [default: 10].
+    #[arg(long, value_name = "S")]
+    header_timeout_s: Option<u64>,
+    /// Longest a client may take to send a request's body, in seconds (then 408 and the
+    /// connection is closed) [default: 30].
+    #[arg(long, value_name = "S")]
+    body_timeout_s: Option<u64>,
     /// Default gate: a plugin name or path (as for `ngsd generate`).
     #[arg(long, value_name = "NAME|PATH")]
     gate: Option<String>,
@@ -104,7 +112,13 @@ pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
     config.max_tokens = raw.serve_max_tokens.unwrap_or(config.max_tokens);
     config.default_max_tokens = generate.max_new_tokens.min(config.max_tokens);
     config.allow_alpha = raw.serve_allow_alpha.unwrap_or(false);
-    config.allow_trace = raw.serve_allow_trace.unwrap_or(true);
+    config.allow_trace = raw.serve_allow_trace.unwrap_or(false);
+    if let Some(t) = args.header_timeout_s {
+        config.header_timeout = Duration::from_secs(t);
+    }
+    if let Some(t) = args.body_timeout_s {
+        config.body_timeout = Duration::from_secs(t);
+    }
     config.validate()?;
     if !addr.ip().is_loopback() && config.api_key.is_none() {
         tracing::warn!(

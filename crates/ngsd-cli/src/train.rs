@@ -264,7 +264,7 @@ fn print_written(out: &Path, start: Instant, t_fit: Instant, end: Instant, parts
 fn write_report(path: Option<&Path>, report: &impl serde::Serialize) -> Result<()> {
     if let Some(p) = path {
         let text = serde_json::to_string_pretty(report)? + "\n";
-        ngsd_train::gate::write_atomic(p, text.as_bytes())?;
+        ngsd_fs::write_atomic(p, text.as_bytes())?;
     }
     Ok(())
 }
@@ -386,7 +386,7 @@ fn train_gate(args: &TrainGateArgs, raw: &RawConfig) -> Result<()> {
         report.answer = Some(answer_report);
     }
     let st = trained.to_safetensors(meta);
-    ngsd_train::gate::write_atomic(&args.out, &st.to_bytes())?;
+    ngsd_fs::write_atomic(&args.out, &st.to_bytes())?;
     let t_done = Instant::now();
     for (source, ex) in &eval_sets {
         let b = enc.prompt_bank(ex, &chosen, "evaluation prompts")?;
@@ -676,7 +676,7 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
         format!("{:.4}", report.heldout_benign_agreement),
     );
     let st = trained.to_safetensors(meta);
-    ngsd_train::gate::write_atomic(&args.out, &st.to_bytes())?;
+    ngsd_fs::write_atomic(&args.out, &st.to_bytes())?;
     write_report(args.report.as_deref(), &report)?;
     println!(
         "head expert: rank {} ({} parameters), {} refusal + {} benign training positions",

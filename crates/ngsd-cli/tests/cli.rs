@@ -12,17 +12,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".cache/models/smollm2-135m-instruct/fp32"));
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "the converted default model is missing at {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
-}
+use ngsd_test_support::model_dir;
 
 fn ngsd(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ngsd"));

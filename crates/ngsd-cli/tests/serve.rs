@@ -6,184 +6,32 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-const MODEL: &str = "smollm2-135m-instruct";
+mod common;
 
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/fp32")
-        });
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "the converted default model is missing at {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
-}
+use ngsd_test_support::ServeProcess;
 
-/// A running `ngsd serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let model = model_dir();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ngsd"));
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--model"])
-            .arg(&model)
-            .args(args)
-            .env("NGSD_THREADS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("ngsd serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (etx, erx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = etx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(300))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                let err: Vec<String> = erx.try_iter().collect();
-                panic!("the server did not start:\n{}", err.join("\n"))
-            });
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Server {
-            child,
-            base: format!("http://{addr}"),
-            stderr: erx,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()
-        .unwrap()
-}
-
-fn chat_body(prompt: &str, max_tokens: u32) -> Value {
-    json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens,
-    })
-}
-
-async fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = client().post(s.url(path)).json(body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
-/// Reads an SSE body to the end: the `data:` payloads in order.
-async fn sse(resp: reqwest::Response) -> Vec<String> {
-    let mut buf = String::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-    }
-    buf.split("\n\n")
-        .filter_map(|ev| {
-            ev.lines()
-                .find_map(|l| l.strip_prefix("data: ").map(str::to_string))
-        })
-        .collect()
-}
-
-fn streamed_text(events: &[String], field: &str) -> String {
-    events
-        .iter()
-        .filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str::<Value>(e).unwrap())
-        .filter_map(|v| {
-            let c = v["choices"].get(0)?;
-            let t = if field == "delta" {
-                c["delta"]["content"].as_str()
-            } else {
-                c["text"].as_str()
-            };
-            t.map(str::to_string)
-        })
-        .collect()
-}
-
-async fn metric(s: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use common::{MODEL, Server, chat_body, client, get_json, metric, post, send, sse, streamed_text};
 
 #[tokio::test]
 async fn whole_and_streamed_answers_agree_on_both_endpoints() {
-    let s = Server::start(&["--allow-gate", "never"], &[]);
+    // Traces are off unless the server allows them (serve-allow-trace, default false).
+    let s = Server::start(
+        &["--allow-gate", "never"],
+        &[("NGSD_SERVE_ALLOW_TRACE", "true")],
+    );
     let (status, health) = {
         let r = client().get(s.url("/healthz")).send().await.unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     };
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
-    let models: Value = client()
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&s, "/v1/models").await;
     assert_eq!(models["data"][0]["id"], MODEL);
 
     // Chat, whole.
@@ -209,12 +57,7 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     let mut body = chat_body(prompt, 24);
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let r = client()
-        .post(s.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/chat/completions", &body).await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.headers()["content-type"]
@@ -251,12 +94,7 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     assert!(!text.is_empty());
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let r = client()
-        .post(s.url("/v1/completions"))
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/completions", &streamed).await;
     assert_eq!(streamed_text(&sse(r).await, "text"), text);
 
     // Per-request overrides: a harmful prompt with the default gate is steered; with the
@@ -324,7 +162,7 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
 
 /// Sends `body` (raw bytes) and checks the status, the error type and the message.
 async fn check_error(
-    s: &Server,
+    s: &ServeProcess,
     path: &str,
     body: Vec<u8>,
     key: Option<&str>,
@@ -587,12 +425,7 @@ async fn a_full_queue_answers_429_and_a_disconnect_frees_its_slot() {
         "max_tokens": 1000,
         "stream": true,
     });
-    let r = client()
-        .post(s.url("/v1/completions"))
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/completions", &long).await;
     assert_eq!(r.status().as_u16(), 200);
     let mut stream = r.bytes_stream();
     // The first piece of text has arrived: the generation runs and holds the only slot.
@@ -701,7 +534,7 @@ async fn sigterm_lets_the_in_flight_request_finish() {
 
 #[test]
 fn bad_server_settings_fail_with_a_clear_message() {
-    let model = model_dir();
+    let model = ngsd_test_support::model_dir();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ngsd"))
             .arg("serve")

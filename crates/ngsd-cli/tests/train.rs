@@ -9,10 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -22,15 +18,9 @@ fn fixture(name: &str) -> String {
 }
 
 fn model_dir() -> String {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".cache/models/smollm2-135m-instruct/fp32"));
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "the converted default model is missing at {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir.to_string_lossy().into_owned()
+    ngsd_test_support::model_dir()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn ngsd(args: &[&str]) -> Output {

@@ -102,19 +102,14 @@ pub struct LmHead {
 }
 
 impl LmHead {
-    /// Reads the package's `lm_head` file (the converter writes it).
+    /// Reads the package's `lm_head` file (the converter writes it), memory-mapped: the
+    /// matrix is converted straight into place, with no copy of the file in memory.
     pub fn load(base: &Model) -> Result<LmHead> {
         let path = lm_head_path(base)?;
-        let st = SafeTensors::read(&path).map_err(|e| Error::IncompatibleExpert {
-            expert: "head".into(),
-            reason: e.to_string(),
-        })?;
-        let t = st
-            .tensors
-            .get("weight")
-            .ok_or_else(|| Error::IncompatibleExpert {
+        let t =
+            SafeTensors::read_tensor(&path, "weight").map_err(|e| Error::IncompatibleExpert {
                 expert: "head".into(),
-                reason: format!("{} has no tensor `weight`", path.display()),
+                reason: e.to_string(),
             })?;
         let want = [base.vocab_size(), base.hidden_size()];
         if t.shape != want {
@@ -128,7 +123,7 @@ impl LmHead {
                 ),
             });
         }
-        let weight = Array2::from_shape_vec((want[0], want[1]), t.data.clone()).map_err(|e| {
+        let weight = Array2::from_shape_vec((want[0], want[1]), t.data).map_err(|e| {
             Error::InvalidConfig {
                 name: "lm_head",
                 reason: e.to_string(),

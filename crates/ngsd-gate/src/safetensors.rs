@@ -1,29 +1,25 @@
-//! A small safetensors reader and writer for gates that load weights (feature `safetensors`).
+//! Safetensors weights for gates that load them (feature `safetensors`), read and written
+//! through the `safetensors` crate, with tensors converted to `f32`.
 //!
-//! Plugins may depend on `ngsd-gate` only, so the reader lives here rather than in each
-//! plugin. The format is an 8-byte little-endian header length, a JSON header, then raw
-//! little-endian tensor data. The header is parsed with `serde_json` rather than by hand: a
-//! hand-written JSON parser for untrusted files (string escapes, unicode, number syntax,
-//! nesting) is more code to get wrong than the dependency costs, and the feature is opt-in,
-//! so gates without weights do not link it. The whole file is read into memory: gate
-//! weights are a few kilobytes.
+//! Plugins may depend on `ngsd-gate` only, so this lives here rather than in each plugin.
+//! [`SafeTensors::read`] loads a whole (small) file; [`SafeTensors::read_tensor`] memory-maps
+//! a file and converts one tensor, so a 100 MB LM-head file is neither read into memory nor
+//! copied more than once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use serde_json::Value;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensorError};
 
 use crate::{Error, Result};
-
-/// Refuse headers above this size (the format's own reference limit is 100 MB).
-const MAX_HEADER: u64 = 100 * 1024 * 1024;
 
 /// One tensor, converted to `f32`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     /// The dimensions; empty for a scalar.
     pub shape: Vec<usize>,
-    /// Row-major values.
+    /// Row-major values: as many as the product of `shape`.
     pub data: Vec<f32>,
 }
 
@@ -36,8 +32,82 @@ pub struct SafeTensors {
     pub tensors: BTreeMap<String, Tensor>,
 }
 
+/// What is wrong with a file, in words.
+fn describe(bytes: &[u8], e: SafeTensorError) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall => {
+            "not a safetensors file: shorter than 8 bytes".to_owned()
+        }
+        SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength => {
+            let len = bytes
+                .first_chunk::<8>()
+                .map_or(0, |b| u64::from_le_bytes(*b));
+            format!(
+                "not a safetensors file: header length {len} exceeds the file size ({} bytes)",
+                bytes.len()
+            )
+        }
+        SafeTensorError::InvalidHeader(_)
+        | SafeTensorError::InvalidHeaderStart
+        | SafeTensorError::InvalidHeaderDeserialization(_) => {
+            format!("not a safetensors file: bad JSON header ({e})")
+        }
+        other => format!("malformed safetensors file: {other}"),
+    }
+}
+
+/// Converts a tensor's little-endian bytes to `f32`. Supported dtypes: F32, F64, BF16, F16.
+fn to_f32(name: &str, view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
+    let bytes = view.data();
+    let data = match view.dtype() {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        other => {
+            return Err(format!(
+                "tensor `{name}`: dtype {other} is not supported (use F32, F64, BF16 or F16)"
+            ));
+        }
+    };
+    Ok(Tensor {
+        shape: view.shape().to_vec(),
+        data,
+    })
+}
+
+/// IEEE half precision to single.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: normalise.
+            let shift = f.leading_zeros() - 21;
+            sign | ((127 - 15 + 1 - shift) << 23) | ((f << shift) & 0x3ff) << 13
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
 impl SafeTensors {
-    /// Read and parse a file. Supported dtypes: F32, F64 and BF16 (all converted to f32).
+    /// Read and parse a whole file (gate weights: a few kilobytes).
     pub fn read(path: &Path) -> Result<SafeTensors> {
         let bytes = std::fs::read(path).map_err(|e| {
             Error::Failed(format!("cannot read weights file {}: {e}", path.display()))
@@ -46,38 +116,45 @@ impl SafeTensors {
             .map_err(|m| Error::Failed(format!("weights file {}: {m}", path.display())))
     }
 
+    /// One tensor of a file, memory-mapped: only that tensor is converted (for large files
+    /// such as a model's LM head). The error names the file.
+    pub fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
+        let fail = |m: String| Error::Failed(format!("weights file {}: {m}", path.display()));
+        let file = std::fs::File::open(path).map_err(|e| {
+            Error::Failed(format!("cannot read weights file {}: {e}", path.display()))
+        })?;
+        // SAFETY: the map is read-only and lives only inside this function, which copies
+        // what it needs out of it. Model packages are not written while they are loaded (the
+        // tooling writes them atomically, by rename, so a replacement is a new inode and
+        // leaves this mapping's pages intact).
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| fail(format!("cannot map it: {e}")))?;
+        let st =
+            safetensors::SafeTensors::deserialize(&map).map_err(|e| fail(describe(&map, e)))?;
+        let view = st.tensor(name).map_err(|_| {
+            fail(format!(
+                "no tensor `{name}` (it has: {})",
+                st.names().join(", ")
+            ))
+        })?;
+        to_f32(name, &view).map_err(fail)
+    }
+
     /// Parse the bytes of a safetensors file; the error says what is malformed.
     pub fn parse(bytes: &[u8]) -> std::result::Result<SafeTensors, String> {
-        let Some((len_bytes, rest)) = bytes.split_first_chunk::<8>() else {
-            return Err("not a safetensors file: shorter than 8 bytes".to_owned());
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| describe(bytes, e))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| describe(bytes, e))?;
+        let mut out = SafeTensors {
+            metadata: header
+                .metadata()
+                .as_ref()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            tensors: BTreeMap::new(),
         };
-        let header_len = u64::from_le_bytes(*len_bytes);
-        if header_len > MAX_HEADER || header_len > rest.len() as u64 {
-            return Err(format!(
-                "not a safetensors file: header length {header_len} exceeds the file size"
-            ));
-        }
-        let (header, data) = rest.split_at(header_len as usize);
-        let header: Value = serde_json::from_slice(header)
-            .map_err(|e| format!("not a safetensors file: bad JSON header: {e}"))?;
-        let Value::Object(entries) = header else {
-            return Err("safetensors header is not a JSON object".to_owned());
-        };
-        let mut out = SafeTensors::default();
-        for (name, entry) in entries {
-            if name == "__metadata__" {
-                let Value::Object(meta) = entry else {
-                    return Err("`__metadata__` is not an object".to_owned());
-                };
-                for (k, v) in meta {
-                    let Value::String(v) = v else {
-                        return Err(format!("metadata `{k}` is not a string"));
-                    };
-                    out.metadata.insert(k, v);
-                }
-                continue;
-            }
-            let tensor = parse_tensor(&entry, data).map_err(|m| format!("tensor `{name}`: {m}"))?;
+        for (name, view) in st.tensors() {
+            let tensor = to_f32(&name, &view)?;
             out.tensors.insert(name, tensor);
         }
         Ok(out)
@@ -106,105 +183,30 @@ impl SafeTensors {
         st
     }
 
-    /// Serialise F32 tensors and string metadata (used by tests and tools).
+    /// Serialise as F32 tensors with string metadata (used by training, tests and tools).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut header = serde_json::Map::new();
-        if !self.metadata.is_empty() {
-            let meta = self
-                .metadata
+        let bytes: Vec<(&String, &Tensor, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                let b = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name, t, b)
+            })
+            .collect();
+        let views = bytes.iter().map(|(name, t, b)| {
+            let view = TensorView::new(Dtype::F32, t.shape.clone(), b)
+                .expect("a Tensor holds as many values as its shape says");
+            (name.as_str(), view)
+        });
+        let metadata: Option<HashMap<String, String>> = (!self.metadata.is_empty()).then(|| {
+            self.metadata
                 .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.as_str())));
-            header.insert("__metadata__".to_owned(), Value::Object(meta.collect()));
-        }
-        let mut data = Vec::new();
-        for (name, t) in &self.tensors {
-            let begin = data.len();
-            for v in &t.data {
-                data.extend_from_slice(&v.to_le_bytes());
-            }
-            let entry = serde_json::json!({
-                "dtype": "F32",
-                "shape": t.shape,
-                "data_offsets": [begin, data.len()],
-            });
-            header.insert(name.clone(), entry);
-        }
-        let mut header = Value::Object(header).to_string().into_bytes();
-        while !header.len().is_multiple_of(8) {
-            header.push(b' ');
-        }
-        let mut out = Vec::with_capacity(8 + header.len() + data.len());
-        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&data);
-        out
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
+        safetensors::serialize(views, metadata)
+            .expect("serialising f32 tensors held in memory cannot fail")
     }
-}
-
-fn parse_tensor(entry: &Value, data: &[u8]) -> std::result::Result<Tensor, String> {
-    let dtype = entry
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or("no `dtype`")?;
-    let shape = entry
-        .get("shape")
-        .and_then(Value::as_array)
-        .ok_or("no `shape`")?
-        .iter()
-        .map(|d| {
-            d.as_u64()
-                .map(|d| d as usize)
-                .ok_or("`shape` is not a list of integers")
-        })
-        .collect::<std::result::Result<Vec<usize>, _>>()?;
-    let offsets = entry
-        .get("data_offsets")
-        .and_then(Value::as_array)
-        .filter(|o| o.len() == 2)
-        .ok_or("`data_offsets` is not [begin, end]")?;
-    let (Some(begin), Some(end)) = (offsets[0].as_u64(), offsets[1].as_u64()) else {
-        return Err("`data_offsets` are not integers".to_owned());
-    };
-    if begin > end || end > data.len() as u64 {
-        return Err(format!(
-            "data_offsets [{begin}, {end}] outside the {} data bytes",
-            data.len()
-        ));
-    }
-    let bytes = &data[begin as usize..end as usize];
-    let count: usize = shape.iter().product();
-    let width = match dtype {
-        "F32" => 4,
-        "F64" => 8,
-        "BF16" => 2,
-        other => {
-            return Err(format!(
-                "dtype {other} is not supported (use F32, F64 or BF16)"
-            ));
-        }
-    };
-    if bytes.len() != count * width {
-        return Err(format!(
-            "shape {shape:?} of {dtype} needs {} bytes, data_offsets give {}",
-            count * width,
-            bytes.len()
-        ));
-    }
-    let data = match dtype {
-        "F32" => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        "F64" => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        _ => bytes
-            .chunks_exact(2)
-            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-            .collect(),
-    };
-    Ok(Tensor { shape, data })
 }
 
 #[cfg(test)]

@@ -164,7 +164,9 @@ impl TextStream {
         }
     }
 
-    /// Text still held back at the end of the stream (an incomplete character is emitted as is).
+    /// Text still held back at the end of the stream. The stream may end inside a
+    /// character (a token budget can cut one in half): those bytes are not text, so the
+    /// replacement characters they decode to are dropped rather than shown.
     pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>> {
         if self.read_offset == self.ids.len() {
             return Ok(None);
@@ -175,6 +177,7 @@ impl TextStream {
         self.read_offset = self.ids.len();
         Ok(now
             .get(before.len()..)
+            .map(|s| s.trim_end_matches('\u{FFFD}'))
             .filter(|s| !s.is_empty())
             .map(str::to_owned))
     }

@@ -81,6 +81,36 @@ fn streaming_never_splits_a_character() {
     assert_eq!(pieces.concat(), text);
 }
 
+#[test]
+fn a_stream_cut_inside_a_character_ends_without_a_replacement_character() {
+    let package = ModelPackage::open(&common::model_dir()).unwrap();
+    let tokenizer = Tokenizer::from_package(&package).unwrap();
+    let ids = tokenizer.encode("ok 👉 go").unwrap();
+    // Cut after each prefix of the ids; wherever the cut falls inside the emoji's bytes, the
+    // finished text must stop before it, never with U+FFFD.
+    let mut cut_inside = 0;
+    for cut in 1..=ids.len() {
+        let mut stream = TextStream::new();
+        let mut text = String::new();
+        for &id in &ids[..cut] {
+            text.push_str(&stream.push(&tokenizer, id).unwrap().unwrap_or_default());
+        }
+        text.push_str(&stream.finish(&tokenizer).unwrap().unwrap_or_default());
+        assert!(!text.contains('\u{FFFD}'), "cut {cut}: {text:?}");
+        let full = tokenizer.decode(&ids[..cut]).unwrap();
+        if full.ends_with('\u{FFFD}') {
+            cut_inside += 1;
+            assert_eq!(text, full.trim_end_matches('\u{FFFD}'), "cut {cut}");
+        } else {
+            assert_eq!(text, full, "cut {cut}");
+        }
+    }
+    assert!(
+        cut_inside > 0,
+        "the emoji should span several byte-level tokens: {ids:?}"
+    );
+}
+
 fn conversation_ids(
     system: Option<&str>,
     history: &[Message],

@@ -30,8 +30,14 @@ pub struct ServerConfig {
     pub default_max_tokens: usize,
     /// Whether a request may set α or turn reflection off (`ngsd.alpha`, `ngsd.reflection`).
     pub allow_alpha: bool,
-    /// Whether a request may ask for the per-token trace (`ngsd.trace`).
+    /// Whether a request may ask for the per-token trace (`ngsd.trace`). Off by default: on a
+    /// refused answer the trace shows what the unsteered model would have said.
     pub allow_trace: bool,
+    /// Longest a connection may take to send a request's headers; an idle kept-alive
+    /// connection is closed after it too (slow clients cannot hold sockets).
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body (408 and the connection closed).
+    pub body_timeout: Duration,
     /// Seconds a 429 answer tells the client to wait (`Retry-After`).
     pub retry_after_s: u64,
 }
@@ -50,7 +56,9 @@ impl ServerConfig {
             max_tokens: 1024,
             default_max_tokens: 256,
             allow_alpha: false,
-            allow_trace: true,
+            allow_trace: false,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             retry_after_s: 1,
         }
     }
@@ -86,6 +94,18 @@ impl ServerConfig {
         }
         if self.timeout.is_zero() {
             return bad("serve-timeout-s", "0; requests need time to run");
+        }
+        if self.header_timeout.is_zero() {
+            return bad(
+                "serve-header-timeout-s",
+                "0; clients need time to send headers",
+            );
+        }
+        if self.body_timeout.is_zero() {
+            return bad(
+                "serve-body-timeout-s",
+                "0; clients need time to send a body",
+            );
         }
         if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return bad(

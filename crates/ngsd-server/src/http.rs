@@ -1,31 +1,29 @@
-//! Routes and handlers: the OpenAI endpoints, health, metrics, bearer-key check, body limit, and
-//! the glue between a request and the worker pool (admission, deadline, cancel on disconnect,
-//! guarded SSE streaming).
+//! Routes and handlers: the OpenAI endpoints, health, metrics, bearer-key check, body limit and
+//! body deadline, and the glue between a request and the worker pool (admission, deadline,
+//! cancel on disconnect, guarded SSE streaming).
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use ngsd_decode::Cancel;
 use ngsd_runtime::FinishReason;
 
-use crate::error::ApiError;
-use crate::metrics::{Metrics, Outcome};
-use crate::openai::{self, Endpoint, Limits, Plan};
-use crate::pool::{Event, Failure, Job, Pool};
+use crate::error::{ApiError, ErrorKind};
+use crate::metrics::{Metrics, Outcome, UNMATCHED};
+use crate::openai::{self, Endpoint, Head, Limits, ModelCard, ModelList, Plan, Usage};
+use crate::pool::{Event, Failure, Job, Pool, QueueTicket};
 
 /// What every handler shares.
 pub struct AppState {
@@ -35,7 +33,6 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    next_id: AtomicU64,
     started: u64,
 }
 
@@ -46,7 +43,6 @@ impl AppState {
             limits,
             pool,
             metrics,
-            next_id: AtomicU64::new(1),
             started: unix_now(),
         }
     }
@@ -61,9 +57,11 @@ fn unix_now() -> u64 {
 
 type Shared = Arc<AppState>;
 
+const ROUTES: &str =
+    "POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /healthz, GET /metrics";
+
 /// The router with all routes and layers.
 pub fn router(state: Shared) -> Router {
-    let limit = state.limits.config.max_body_bytes;
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -74,17 +72,29 @@ pub fn router(state: Shared) -> Router {
         .merge(protected)
         .route("/healthz", get(health))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
         .with_state(state)
 }
 
-/// Counts every answer by path and status.
+/// Counts every answer by the route that matched (axum's `MatchedPath`) and status.
 async fn count(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED.to_string(), |p| p.as_str().to_string());
     let resp = next.run(req).await;
-    state.metrics.request(&path, resp.status().as_u16());
+    state.metrics.request(&route, resp.status().as_u16());
     resp
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Checks `Authorization: Bearer <key>` when the server has a key (constant-time compare).
@@ -92,19 +102,12 @@ async fn auth(State(state): State<Shared>, req: Request, next: Next) -> Response
     let Some(key) = state.limits.config.api_key.as_deref() else {
         return next.run(req).await;
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
     let unauthorized = |message: &str| {
-        ApiError::invalid(message, None)
-            .with_status(StatusCode::UNAUTHORIZED)
+        ApiError::new(ErrorKind::Unauthorized, message)
             .with_code("invalid_api_key")
             .into_response()
     };
-    match given {
+    match bearer_token(req.headers()) {
         None => unauthorized(
             "this server needs an API key: send the header `Authorization: Bearer <key>`",
         ),
@@ -123,27 +126,50 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::invalid(
+    ApiError::new(
+        ErrorKind::NotFound,
         format!(
-            "no route for {} {}; the API is POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /healthz, GET /metrics",
+            "no route for {} {}; the API is {ROUTES}",
             req.method(),
             req.uri().path()
         ),
-        None,
     )
-    .with_status(StatusCode::NOT_FOUND)
     .with_code("unknown_url")
 }
 
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "{} is not allowed on {}; the API is {ROUTES}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .with_code("method_not_allowed")
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    model: &'a str,
+    workers: usize,
+    gates: &'a [String],
+    default_gate: &'a str,
+    reflection: &'static str,
+}
+
 async fn health(State(state): State<Shared>) -> Response {
-    axum::Json(json!({
-        "status": "ok",
-        "model": state.limits.config.model_id,
-        "workers": state.limits.config.workers,
-        "gates": state.limits.gates,
-        "default_gate": state.limits.default_gate,
-        "reflection": state.limits.reflection,
-    }))
+    let l = &state.limits;
+    axum::Json(Health {
+        status: "ok",
+        model: &l.config.model_id,
+        workers: l.config.workers,
+        gates: &l.gates,
+        default_gate: &l.default_gate,
+        reflection: l.reflection,
+    })
     .into_response()
 }
 
@@ -151,7 +177,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(),
     )
@@ -159,50 +185,94 @@ async fn metrics(State(state): State<Shared>) -> Response {
 }
 
 async fn models(State(state): State<Shared>) -> Response {
-    axum::Json(json!({
-        "object": "list",
-        "data": [{
-            "id": state.limits.config.model_id,
-            "object": "model",
-            "created": state.started,
-            "owned_by": "ngsd",
-        }]
-    }))
+    axum::Json(ModelList {
+        object: "list",
+        data: [ModelCard {
+            id: &state.limits.config.model_id,
+            object: "model",
+            created: state.started,
+            owned_by: "ngsd",
+        }],
+    })
     .into_response()
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::invalid(
-                format!("the request body is larger than this server's limit of {limit} bytes (serve-max-body-bytes)"),
-                None,
+/// Reads the body within `serve-max-body-bytes` and `serve-body-timeout-s`. A body that
+/// comes too slowly gets 408 and the connection is closed, so slow clients cannot hold it.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let c = &state.limits.config;
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the request body is larger than this server's limit of {} bytes (serve-max-body-bytes)",
+                c.max_body_bytes
+            ),
+        )
+        .with_code("request_too_large")
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > c.max_body_bytes as u64) {
+        let mut e = too_large();
+        e.close = true;
+        return Err(e);
+    }
+    match tokio::time::timeout(c.body_timeout, axum::body::to_bytes(body, c.max_body_bytes)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("cannot read the request body: {e}"),
+        )),
+        Err(_) => {
+            let mut e = ApiError::new(
+                ErrorKind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s (serve-body-timeout-s)",
+                    c.body_timeout.as_secs_f64()
+                ),
             )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-            .with_code("request_too_large")
-        } else {
-            ApiError::invalid(format!("cannot read the request body: {e}"), None)
+            .with_code("request_timeout");
+            e.close = true;
+            Err(e)
         }
-    })
+    }
 }
 
-async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    generation(state, body, Limits::chat).await
+/// Whether reading the body failed on the size limit (`http_body_util::Limited`'s error).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
-async fn completions(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    generation(state, body, Limits::completion).await
+async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    generation(state, headers, body, Limits::chat).await
+}
+
+async fn completions(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    generation(state, headers, body, Limits::completion).await
 }
 
 /// Reads and validates a generation request of type `R`, then serves it.
 async fn generation<R: serde::de::DeserializeOwned>(
     state: Shared,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
     validate: fn(&Limits, R) -> Result<Plan, ApiError>,
 ) -> Response {
-    let plan = body_bytes(body, state.limits.config.max_body_bytes)
-        .and_then(|b| openai::parse::<R>(&b))
-        .and_then(|r| validate(&state.limits, r));
+    let plan = match read_body(&state, &headers, body).await {
+        Ok(b) => openai::parse::<R>(&b).and_then(|r| validate(&state.limits, r)),
+        Err(e) => Err(e),
+    };
     match plan {
         Ok(plan) => serve(state, plan).await,
         Err(e) => e.into_response(),
@@ -210,14 +280,18 @@ async fn generation<R: serde::de::DeserializeOwned>(
 }
 
 /// Cancels the generation when dropped before `end` (the client went away, the handler's
-/// future or the response stream was dropped), and records how the request ended.
+/// future or the response stream was dropped), takes the request out of the queue gauge, and
+/// records how the request ended.
 struct Guard {
     cancel: Cancel,
     metrics: Arc<Metrics>,
+    ticket: Arc<QueueTicket>,
     endpoint: &'static str,
     admitted: Instant,
     first_text: Option<f64>,
     outcome: Option<Outcome>,
+    /// Ended by the request itself before any generation (nothing to count).
+    refused: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -231,10 +305,38 @@ impl Guard {
     fn end(&mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
     }
+
+    /// Ends the request the way a worker's failure says, and gives the client's answer.
+    fn fail(&mut self, state: &AppState, f: Failure) -> ApiError {
+        match f {
+            Failure::BadRequest(m) => {
+                // The request could not start (e.g. its prompt is longer than the context):
+                // the client's error, not a failed generation.
+                self.refused = true;
+                ApiError::new(ErrorKind::InvalidRequest, m).with_param(match self.endpoint {
+                    "chat" => "messages",
+                    _ => "prompt",
+                })
+            }
+            Failure::CancelledInQueue => {
+                // A client that went away reads no answer: this is the deadline.
+                self.end(Outcome::TimedOut);
+                timeout_error(state)
+            }
+            Failure::Internal(detail) => {
+                self.end(Outcome::Failed);
+                ApiError::internal(&detail)
+            }
+        }
+    }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        self.ticket.leave();
+        if self.refused {
+            return;
+        }
         let outcome = match self.outcome {
             Some(o) => o,
             None => {
@@ -252,91 +354,72 @@ impl Drop for Guard {
 }
 
 fn timeout_error(state: &AppState) -> ApiError {
-    ApiError {
-        status: StatusCode::GATEWAY_TIMEOUT,
-        message: format!(
+    ApiError::new(
+        ErrorKind::Timeout,
+        format!(
             "the request took longer than this server's limit of {} s (serve-timeout-s); ask for fewer tokens or retry later",
             state.limits.config.timeout.as_secs()
         ),
-        kind: "server_error",
-        param: None,
-        code: Some("timeout"),
-        retry_after: None,
-    }
+    )
+    .with_code("timeout")
 }
 
-/// How a failed job ended and what the client gets. A job cancelled while still queued was
-/// cancelled by its deadline (a client that went away reads no answer), so it is a timeout.
-fn failure(state: &AppState, f: Failure) -> (Outcome, ApiError) {
-    match f {
-        Failure::BadRequest(m) => (Outcome::Failed, ApiError::invalid(m, None)),
-        Failure::CancelledInQueue => (Outcome::TimedOut, timeout_error(state)),
-        Failure::Internal(m) => (Outcome::Failed, ApiError::internal(m)),
-    }
+fn queue_full(state: &AppState) -> ApiError {
+    let c = &state.limits.config;
+    let mut e = ApiError::new(
+        ErrorKind::QueueFull,
+        format!(
+            "the server is busy: {} generations running and {} queued, the most it takes (serve-workers, serve-queue); retry after {} s",
+            c.workers, c.queue, c.retry_after_s
+        ),
+    )
+    .with_code("queue_full");
+    e.retry_after = Some(c.retry_after_s);
+    e
 }
 
 /// Admits, queues and answers one validated request.
 async fn serve(state: Shared, plan: Plan) -> Response {
     let Some(permit) = state.pool.admit() else {
         state.metrics.rejected();
-        let c = &state.limits.config;
-        return ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: format!(
-                "the server is busy: {} generations running and {} queued, the most it takes (serve-workers, serve-queue); retry after {} s",
-                c.workers, c.queue, c.retry_after_s
-            ),
-            kind: "rate_limit_error",
-            param: None,
-            code: Some("queue_full"),
-            retry_after: Some(c.retry_after_s),
-        }
-        .into_response();
+        return queue_full(&state).into_response();
     };
     let admitted = Instant::now();
     let cancel = Cancel::with_deadline(admitted + state.limits.config.timeout);
     let (tx, rx) = mpsc::unbounded_channel();
-    let endpoint = plan.endpoint;
-    let stream = plan.stream;
-    let include_usage = plan.include_usage;
-    let trace = plan.trace;
-    let id = format!(
-        "{}-{:x}{:04x}",
-        match endpoint {
-            Endpoint::Chat => "chatcmpl",
-            Endpoint::Completions => "cmpl",
-        },
-        state.started,
-        state.next_id.fetch_add(1, Ordering::Relaxed)
-    );
-    let guard = Guard {
+    let ticket = QueueTicket::enter(Arc::clone(&state.metrics));
+    let head = Head {
+        endpoint: plan.endpoint,
+        id: plan.endpoint.new_id(),
+        created: unix_now(),
+        model: state.limits.config.model_id.clone(),
+    };
+    let (stream, include_usage, trace) = (plan.stream, plan.include_usage, plan.trace);
+    let mut guard = Guard {
         cancel: cancel.clone(),
         metrics: Arc::clone(&state.metrics),
-        endpoint: endpoint.label(),
+        ticket: Arc::clone(&ticket),
+        endpoint: plan.endpoint.label(),
         admitted,
         first_text: None,
         outcome: None,
+        refused: false,
         _permit: permit,
     };
     let job = Job {
         plan,
-        cancel: cancel.clone(),
+        cancel,
         events: tx,
+        ticket,
     };
-    state.metrics.queued(1);
     if !state.pool.submit(job) {
-        state.metrics.queued(-1);
-        let mut guard = guard;
         guard.end(Outcome::Failed);
-        return ApiError::internal("the server is shutting down")
-            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        return ApiError::new(ErrorKind::Unavailable, "the server is shutting down")
             .into_response();
     }
     let ctx = Ctx {
         state,
-        id,
-        created: unix_now(),
-        endpoint,
+        head,
         include_usage,
         trace,
     };
@@ -346,10 +429,7 @@ async fn serve(state: Shared, plan: Plan) -> Response {
         let mut rx = rx;
         let first = rx.recv().await;
         if let Some(Event::Failed(f)) = first {
-            let (outcome, err) = failure(&ctx.state, f);
-            let mut guard = guard;
-            guard.end(outcome);
-            return err.into_response();
+            return guard.fail(&ctx.state, f).into_response();
         }
         stream_response(ctx, first, rx, guard)
     } else {
@@ -359,30 +439,9 @@ async fn serve(state: Shared, plan: Plan) -> Response {
 
 struct Ctx {
     state: Shared,
-    id: String,
-    created: u64,
-    endpoint: Endpoint,
+    head: Head,
     include_usage: bool,
     trace: bool,
-}
-
-impl Ctx {
-    fn model(&self) -> &str {
-        &self.state.limits.config.model_id
-    }
-
-    /// A stream chunk of this response (see [`openai::chunk`]).
-    fn chunk(&self, delta: Option<&str>, first: bool, finish: Option<&str>) -> serde_json::Value {
-        openai::chunk(
-            self.endpoint,
-            &self.id,
-            self.created,
-            self.model(),
-            delta,
-            first,
-            finish,
-        )
-    }
 }
 
 async fn whole_response(
@@ -399,21 +458,9 @@ async fn whole_response(
                     return timeout_error(&ctx.state).into_response();
                 }
                 guard.end(Outcome::Completed);
-                let body = openai::response(
-                    ctx.endpoint,
-                    ctx.trace,
-                    &ctx.id,
-                    ctx.created,
-                    ctx.model(),
-                    &out,
-                );
-                return axum::Json(body).into_response();
+                return axum::Json(ctx.head.completion(&out, ctx.trace)).into_response();
             }
-            Some(Event::Failed(f)) => {
-                let (outcome, err) = failure(&ctx.state, f);
-                guard.end(outcome);
-                return err.into_response();
-            }
+            Some(Event::Failed(f)) => return guard.fail(&ctx.state, f).into_response(),
             None => {
                 guard.end(Outcome::Failed);
                 return ApiError::internal("the worker stopped without an answer").into_response();
@@ -422,8 +469,35 @@ async fn whole_response(
     }
 }
 
-fn sse_json(v: &serde_json::Value) -> SseEvent {
-    SseEvent::default().data(v.to_string())
+fn sse_json(v: &impl Serialize) -> SseEvent {
+    match serde_json::to_string(v) {
+        Ok(s) => SseEvent::default().data(s),
+        Err(e) => sse_json(&ApiError::internal(&format!("cannot encode a chunk: {e}")).body()),
+    }
+}
+
+/// The events that close a stream after the generation ended.
+fn closing_events(ctx: &Ctx, out: &ngsd_decode::Output, guard: &mut Guard) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    if out.finish == FinishReason::Cancelled {
+        guard.end(Outcome::TimedOut);
+        events.push(sse_json(&timeout_error(&ctx.state).body()));
+    } else {
+        guard.end(Outcome::Completed);
+        let mut last = ctx
+            .head
+            .chunk(None, false, Some(openai::finish_reason(out)));
+        last.ngsd = Some(openai::SafetySummary::of(out, ctx.trace));
+        events.push(sse_json(&last));
+        if ctx.include_usage {
+            let mut u = ctx.head.chunk(None, false, None);
+            u.choices.clear();
+            u.usage = Some(Usage::of(out));
+            events.push(sse_json(&u));
+        }
+    }
+    events.push(SseEvent::default().data("[DONE]"));
+    events
 }
 
 /// Streams the answer as server-sent events. A piece of text is sent only after the gate has
@@ -439,26 +513,24 @@ fn stream_response(
         peeked: Option<Option<Event>>,
         rx: mpsc::UnboundedReceiver<Event>,
         guard: Guard,
-        pending: Vec<SseEvent>,
+        pending: std::collections::VecDeque<SseEvent>,
         done: bool,
     }
-    let opening = ctx.chunk(Some(""), true, None);
+    let mut pending = std::collections::VecDeque::new();
+    if ctx.head.endpoint == Endpoint::Chat {
+        pending.push_back(sse_json(&ctx.head.chunk(Some(""), true, None)));
+    }
     let st = St {
-        pending: if ctx.endpoint == Endpoint::Chat {
-            vec![sse_json(&opening)]
-        } else {
-            Vec::new()
-        },
         ctx,
         peeked: Some(first),
         rx,
         guard,
+        pending,
         done: false,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
-            if !st.pending.is_empty() {
-                let ev = st.pending.remove(0);
+            if let Some(ev) = st.pending.pop_front() {
                 return Some((Ok::<_, Infallible>(ev), st));
             }
             if st.done {
@@ -468,54 +540,56 @@ fn stream_response(
                 Some(e) => e,
                 None => st.rx.recv().await,
             };
-            let ctx = &st.ctx;
-            match event {
+            let events = match event {
                 Some(Event::Text(t)) => {
                     st.guard.text();
-                    st.pending.push(sse_json(&ctx.chunk(Some(&t), false, None)));
+                    vec![sse_json(&st.ctx.head.chunk(Some(&t), false, None))]
                 }
                 Some(Event::Done(out)) => {
-                    if out.finish == FinishReason::Cancelled {
-                        st.guard.end(Outcome::TimedOut);
-                        st.pending.push(sse_json(&timeout_error(&ctx.state).body()));
-                    } else {
-                        st.guard.end(Outcome::Completed);
-                        let mut last = ctx.chunk(None, false, Some(openai::finish_reason(&out)));
-                        last["ngsd"] = openai::safety_summary(&out, ctx.trace);
-                        st.pending.push(sse_json(&last));
-                        if ctx.include_usage {
-                            let mut u = ctx.chunk(None, false, None);
-                            u["choices"] = json!([]);
-                            u["usage"] = openai::usage(&out);
-                            st.pending.push(sse_json(&u));
-                        }
-                    }
-                    st.pending.push(SseEvent::default().data("[DONE]"));
                     st.done = true;
+                    closing_events(&st.ctx, &out, &mut st.guard)
                 }
                 Some(Event::Failed(f)) => {
-                    let (outcome, err) = failure(&ctx.state, f);
-                    st.guard.end(outcome);
-                    st.pending.push(sse_json(&err.body()));
-                    st.pending.push(SseEvent::default().data("[DONE]"));
                     st.done = true;
+                    let err = st.guard.fail(&st.ctx.state, f);
+                    vec![sse_json(&err.body()), SseEvent::default().data("[DONE]")]
                 }
                 None => {
-                    st.guard.end(Outcome::Failed);
-                    st.pending.push(sse_json(
-                        &ApiError::internal("the worker stopped without an answer").body(),
-                    ));
                     st.done = true;
+                    st.guard.end(Outcome::Failed);
+                    let err = ApiError::internal("the worker stopped without an answer");
+                    vec![sse_json(&err.body())]
                 }
-            }
+            };
+            st.pending.extend(events);
         }
     });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let check = |value: &str, token: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(value).expect("ascii"),
+            );
+            assert_eq!(bearer_token(&h), token, "{value}");
+        };
+        check("Bearer k1", Some("k1"));
+        check("bearer k1", Some("k1"));
+        check("BEARER  k1 ", Some("k1"));
+        check("Basic k1", None);
+        check("Bearerk1", None);
+    }
 }

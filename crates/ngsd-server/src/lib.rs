@@ -14,15 +14,22 @@
 mod config;
 mod error;
 mod http;
+mod ids;
 mod metrics;
 mod openai;
 mod pool;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 
 pub use config::{Engine, EngineFactory, ServerConfig};
-pub use error::{ApiError, Error, Result};
+pub use error::{ApiError, Error, ErrorKind, Result};
 pub use metrics::{Metrics, Outcome};
 
 /// Starts the workers (each builds its engine with `factory`), binds `config.addr`, calls
@@ -32,6 +39,16 @@ pub fn run(
     config: ServerConfig,
     factory: Arc<EngineFactory>,
     on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    run_until(config, factory, on_ready, shutdown_signal())
+}
+
+/// [`run`], stopping when `shutdown` resolves instead of on a signal (for embedding and tests).
+pub fn run_until(
+    config: ServerConfig,
+    factory: Arc<EngineFactory>,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     config.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,13 +84,60 @@ pub fn run(
             })?;
         let addr = listener.local_addr().map_err(Error::Start)?;
         on_ready(addr);
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(Error::Start)
+        serve_connections(
+            listener,
+            http::router(state),
+            config.header_timeout,
+            shutdown,
+        )
+        .await;
+        Ok(())
     });
     pool.shutdown();
     result
+}
+
+/// Accepts connections until `shutdown`, serving each with HTTP/1.1 and a header read
+/// timeout (which also closes idle kept-alive connections); then waits for the open
+/// connections to finish their requests.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    graceful.shutdown().await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -98,5 +162,33 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// `serve-max-tokens` of the server [`validate_body`] validates for.
+#[doc(hidden)]
+pub const FUZZ_MAX_TOKENS: usize = 64;
+
+/// Parses and validates a request body as `POST /v1/chat/completions` (`chat`) or
+/// `POST /v1/completions` would, on a server that allows every per-request override, and
+/// returns the token budget of the accepted request. For the fuzz targets and tests: the
+/// validation is pure, so this is the same code path a client's body takes.
+#[doc(hidden)]
+pub fn validate_body(chat: bool, body: &[u8]) -> std::result::Result<usize, ApiError> {
+    let mut config = ServerConfig::new("m");
+    config.max_tokens = FUZZ_MAX_TOKENS;
+    config.default_max_tokens = 16;
+    config.allow_alpha = true;
+    config.allow_trace = true;
+    let limits = openai::Limits {
+        config,
+        gates: vec!["never".into(), "sigmoid".into()],
+        default_gate: "sigmoid".into(),
+        reflection: "probe",
+    };
+    let plan = if chat {
+        openai::parse(body).and_then(|r| limits.chat(r))
+    } else {
+        openai::parse(body).and_then(|r| limits.completion(r))
+    }?;
+    Ok(plan.generate.max_new_tokens)
 }

@@ -1,7 +1,5 @@
 //! Errors of training: bad input data, the model, and writing results.
 
-use std::path::PathBuf;
-
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -20,12 +18,4 @@ pub enum Error {
     /// The decoder side (prompt rendering, LM head).
     #[error(transparent)]
     Decode(#[from] ngsd_decode::Error),
-    /// Writing the output file.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The output file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
 }

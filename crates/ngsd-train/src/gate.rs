@@ -2,14 +2,12 @@
 //! by cross-validation, threshold chosen on out-of-fold predictions, reported per dataset pair.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use ndarray::Array2;
 use ngsd_gate::safetensors::{SafeTensors, Tensor};
 use serde::Serialize;
 
 use crate::data::Example;
-use crate::error::Result;
 use crate::logreg::{
     Logistic, Standardizer, auroc, balanced_log_loss, cross_val_predict, stratified_folds,
     threshold_for_negative_rate, threshold_for_recall,
@@ -373,27 +371,6 @@ fn put_neuron(st: &mut SafeTensors, prefix: &str, neuron: &Logistic, standardize
         st.tensors
             .insert(format!("{prefix}{name}"), Tensor { shape, data });
     }
-}
-
-/// Writes bytes to `path` atomically (a temporary file beside it, then a rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |source| crate::error::Error::Write {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })
 }
 
 #[cfg(test)]

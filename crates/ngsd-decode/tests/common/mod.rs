@@ -7,26 +7,10 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::path::PathBuf;
-
 use ngsd_decode::{Expert, Models, PromptExpert};
 use ngsd_runtime::{ChatTemplate, Model, ModelOptions, ModelPackage, Tokenizer};
 
-/// The fp32 default model installed by `cargo xtask setup` (or `NGSD_TEST_MODEL`).
-pub fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/fp32")
-        });
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "the converted default model is missing at {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
-}
+pub use ngsd_test_support::model_dir;
 
 pub fn options() -> ModelOptions {
     ModelOptions {

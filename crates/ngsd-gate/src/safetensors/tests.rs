@@ -55,10 +55,16 @@ fn malformed_files_are_explained() {
         let err = SafeTensors::parse(bytes).unwrap_err();
         assert!(err.contains(expected), "`{err}` lacks `{expected}`");
     };
-    check(b"abc", "shorter than 8 bytes");
+    check(b"abc", "not a safetensors file: shorter than 8 bytes");
     check(&u64::MAX.to_le_bytes(), "exceeds the file size");
-    check(&with_header("{nope", b""), "bad JSON header");
-    check(&with_header("[1]", b""), "not a JSON object");
+    check(
+        &with_header("{nope", b""),
+        "not a safetensors file: bad JSON header",
+    );
+    check(
+        &with_header("[1]", b""),
+        "not a safetensors file: bad JSON header",
+    );
     check(
         &with_header(
             r#"{"w":{"dtype":"I8","shape":[1],"data_offsets":[0,1]}}"#,
@@ -71,19 +77,49 @@ fn malformed_files_are_explained() {
             r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
             &[0; 4],
         ),
-        "needs 8 bytes, data_offsets give 4",
+        "malformed safetensors file",
     );
     check(
         &with_header(
             r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}}"#,
             &[0; 4],
         ),
-        "outside the 4 data bytes",
+        "malformed safetensors file",
     );
     check(
         &with_header(r#"{"__metadata__":{"a":1}}"#, b""),
-        "metadata `a` is not a string",
+        "not a safetensors file: bad JSON header",
     );
+}
+
+#[test]
+fn half_precision_converts() {
+    for (h, f) in [
+        (0x3c00u16, 1.0f32),
+        (0xc000, -2.0),
+        (0x0000, 0.0),
+        (0x0001, 2f32.powi(-24)),
+        (0x03ff, 1023.0 * 2f32.powi(-24)),
+        (0x7bff, 65504.0),
+    ] {
+        assert_eq!(f16_to_f32(h), f, "{h:#06x}");
+    }
+    assert!(f16_to_f32(0x7c00).is_infinite());
+}
+
+#[test]
+fn one_tensor_is_read_from_a_mapped_file() {
+    let dir = std::env::temp_dir().join(format!("ngsd-gate-st-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.safetensors");
+    std::fs::write(&path, sample().to_bytes()).unwrap();
+    let t = SafeTensors::read_tensor(&path, "weight").unwrap();
+    assert_eq!(t, sample().tensors["weight"]);
+    let err = SafeTensors::read_tensor(&path, "nope")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no tensor `nope` (it has: "), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

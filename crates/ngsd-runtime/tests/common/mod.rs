@@ -2,25 +2,10 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use std::path::PathBuf;
-
 use ngsd_runtime::{ChatTemplate, Model, ModelOptions, ModelPackage, Tokenizer};
 
-/// The fp32 default model installed by `cargo xtask setup` (or `NGSD_TEST_MODEL`).
-pub fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("NGSD_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/fp32")
-        });
-    assert!(
-        dir.join("ngsd-model.json").is_file(),
-        "the converted default model is missing at {}: run `cargo xtask setup` (cargo xtask test does)",
-        dir.display()
-    );
-    dir
-}
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub use ngsd_test_support::{model_dir, temp_dir};
 
 pub fn options() -> ModelOptions {
     ModelOptions {
@@ -37,12 +22,4 @@ pub fn load() -> (Model, Tokenizer, ChatTemplate) {
         .expect("the default model has a chat template");
     let model = Model::load(package, &options()).expect("model loads");
     (model, tokenizer, template)
-}
-
-/// A folder under the system temp dir that is removed when dropped.
-pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("ngsd-test-")
-        .tempdir()
-        .expect("temp dir")
 }
