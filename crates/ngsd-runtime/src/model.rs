@@ -4,8 +4,9 @@
 //! - only the inputs the session declares are fed (Optimum exports differ: some lack `position_ids`);
 //! - the key/value cache stays inside ONNX Runtime values between steps: a step feeds the previous
 //!   step's `present.*` outputs back as `past_key_values.*` without copying them through Rust;
-//! - a step returns the logits and hidden state of the positions asked for, written into
-//!   caller-owned buffers (no allocation per token on the hot path).
+//! - a step returns the logits and hidden states (final, and the residual stream after each
+//!   exported layer) of the positions asked for, written into caller-owned buffers (no
+//!   allocation per token on the hot path).
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -52,10 +53,24 @@ enum InputSlot {
 /// Which positions a forward pass reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Positions {
-    /// Only the last fed position (the next-token distribution).
+    /// Only the last fed position (the next-token distribution): one row of everything.
     Last,
-    /// Every fed position, in order.
+    /// Every fed position, in order: logits and hidden states.
     All,
+    /// The last position's logits, but every position's hidden states (final and exported
+    /// layers): what a probe over a whole prompt reads, without holding `n × vocab` logits.
+    AllHidden,
+}
+
+impl Positions {
+    /// First reported row of the logits and of the hidden states, for `n` fed positions.
+    fn first_rows(self, n: usize) -> (usize, usize) {
+        match self {
+            Positions::Last => (n - 1, n - 1),
+            Positions::All => (0, 0),
+            Positions::AllHidden => (n - 1, 0),
+        }
+    }
 }
 
 /// Buffers a forward pass writes into; reuse one across steps.
@@ -63,10 +78,17 @@ pub enum Positions {
 pub struct ForwardOut {
     /// Logits, `rows × vocab`, row-major.
     pub logits: Vec<f32>,
-    /// Final hidden states, `rows × hidden`, row-major; empty when the model has no hidden output.
+    /// Final hidden states, `hidden_rows × hidden`, row-major; empty when the model has no
+    /// hidden output.
     pub hidden: Vec<f32>,
-    /// Number of positions reported.
+    /// The residual stream after each exported layer, one `hidden_rows × hidden` buffer per
+    /// entry of [`Model::exported_layers`], in that order.
+    pub layers: Vec<Vec<f32>>,
+    /// Number of logits rows reported.
     pub rows: usize,
+    /// Number of hidden-state rows reported (equal to `rows` except for
+    /// [`Positions::AllHidden`]).
+    pub hidden_rows: usize,
 }
 
 impl ForwardOut {
@@ -80,13 +102,23 @@ impl ForwardOut {
         self.logits_row(self.rows.saturating_sub(1), vocab)
     }
 
-    /// Hidden state of the last reported row (empty if the model has none).
-    pub fn last_hidden(&self, hidden: usize) -> &[f32] {
+    /// Final hidden state of reported row `r` (empty if the model has none).
+    pub fn hidden_row(&self, r: usize, hidden: usize) -> &[f32] {
         if self.hidden.is_empty() {
             return &[];
         }
-        let r = self.rows.saturating_sub(1);
         &self.hidden[r * hidden..(r + 1) * hidden]
+    }
+
+    /// Final hidden state of the last reported row (empty if the model has none).
+    pub fn last_hidden(&self, hidden: usize) -> &[f32] {
+        self.hidden_row(self.hidden_rows.saturating_sub(1), hidden)
+    }
+
+    /// The residual stream after the `k`-th exported layer (see [`Model::exported_layers`]),
+    /// `hidden_rows × hidden`.
+    pub fn layer(&self, k: usize) -> &[f32] {
+        self.layers.get(k).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -122,8 +154,9 @@ pub struct Model {
     session: Session,
     package: ModelPackage,
     slots: Vec<InputSlot>,
-    logits_name: String,
-    hidden_name: Option<String>,
+    /// What a step copies out, and from which outputs.
+    layout: OutputLayout,
+    exported_layers: Vec<usize>,
     present_names: Vec<String>,
     num_layers: usize,
     kv_heads: usize,
@@ -376,6 +409,9 @@ impl Model {
             _ => None,
         };
 
+        let (exported_layers, layer_names) =
+            layer_outputs(&io.hidden_layers, &output_names, num_layers, &path)?;
+
         // Cache geometry from the graph (dims 1 and 3 of past key), falling back to the manifest.
         let (mut kv_heads, mut head_dim) = (m.num_kv_heads, m.head_dim);
         if let Some(outlet) = session
@@ -404,8 +440,15 @@ impl Model {
 
         Ok(Model {
             slots,
-            logits_name: io.logits.clone(),
-            hidden_name,
+            layout: OutputLayout {
+                onnx: path,
+                logits: io.logits.clone(),
+                hidden: hidden_name,
+                layers: layer_names,
+                vocab: m.vocab_size,
+                width: m.hidden_size,
+            },
+            exported_layers,
             present_names,
             num_layers,
             kv_heads,
@@ -441,7 +484,18 @@ impl Model {
 
     /// Whether the graph exports the final hidden state.
     pub fn has_hidden_state(&self) -> bool {
-        self.hidden_name.is_some()
+        self.layout.hidden.is_some()
+    }
+
+    /// The decoder layers (0-based, ascending) whose residual stream the graph exports; a
+    /// forward pass writes them into [`ForwardOut::layers`] in this order.
+    pub fn exported_layers(&self) -> &[usize] {
+        &self.exported_layers
+    }
+
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.num_layers
     }
 
     /// Longest supported sequence.
@@ -564,6 +618,7 @@ impl Model {
             ids_buf,
             mask_buf,
             pos_buf,
+            layout,
             ..
         } = self;
         let shape_ids = [1usize, n];
@@ -588,45 +643,7 @@ impl Model {
         }
         let mut outputs = session.run(&inputs[..]).map_err(Error::run)?;
         drop(inputs);
-
-        let (shape, data) = outputs[self.logits_name.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(Error::run)?;
-        let vocab = *shape.last().unwrap_or(&0) as usize;
-        if vocab != self.vocab || data.len() != n * vocab {
-            return Err(Error::Unsupported {
-                path: self.package.onnx_path(),
-                reason: format!(
-                    "logits have shape {:?}; expected [1, {n}, {}] (vocab size from the manifest)",
-                    &shape[..],
-                    self.vocab
-                ),
-            });
-        }
-        let first = match positions {
-            Positions::Last => n - 1,
-            Positions::All => 0,
-        };
-        out.rows = n - first;
-        out.logits.clear();
-        out.logits.extend_from_slice(&data[first * vocab..]);
-        out.hidden.clear();
-        if let Some(name) = &self.hidden_name {
-            let (_, h) = outputs[name.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(Error::run)?;
-            let width = self.hidden;
-            if h.len() != n * width {
-                return Err(Error::Unsupported {
-                    path: self.package.onnx_path(),
-                    reason: format!(
-                        "`{name}` has {} values for {n} positions; expected hidden size {width}",
-                        h.len()
-                    ),
-                });
-            }
-            out.hidden.extend_from_slice(&h[first * width..]);
-        }
+        layout.copy(&outputs, n, positions, out)?;
         self.present_names
             .iter()
             .map(|name| {
@@ -636,6 +653,109 @@ impl Model {
             })
             .collect()
     }
+}
+
+/// The outputs a step reads, and their widths.
+#[derive(Debug)]
+struct OutputLayout {
+    onnx: PathBuf,
+    logits: String,
+    hidden: Option<String>,
+    /// Output names of the exported layers, in [`Model::exported_layers`] order.
+    layers: Vec<String>,
+    vocab: usize,
+    width: usize,
+}
+
+impl OutputLayout {
+    /// Copies the reported rows of logits, final hidden state and layer outputs into `out`.
+    fn copy(
+        &self,
+        outputs: &ort::session::SessionOutputs<'_>,
+        n: usize,
+        positions: Positions,
+        out: &mut ForwardOut,
+    ) -> Result<()> {
+        let (first, first_hidden) = positions.first_rows(n);
+        let logits = self.extract(outputs, &self.logits, n, self.vocab)?;
+        out.rows = n - first;
+        out.logits.clear();
+        out.logits.extend_from_slice(&logits[first * self.vocab..]);
+        out.hidden_rows = n - first_hidden;
+        out.hidden.clear();
+        let from = first_hidden * self.width;
+        if let Some(name) = &self.hidden {
+            out.hidden
+                .extend_from_slice(&self.extract(outputs, name, n, self.width)?[from..]);
+        }
+        out.layers.resize_with(self.layers.len(), Vec::new);
+        for (name, buf) in self.layers.iter().zip(&mut out.layers) {
+            buf.clear();
+            buf.extend_from_slice(&self.extract(outputs, name, n, self.width)?[from..]);
+        }
+        Ok(())
+    }
+
+    /// The `n × width` values of output `name`.
+    fn extract<'a>(
+        &self,
+        outputs: &'a ort::session::SessionOutputs<'_>,
+        name: &str,
+        n: usize,
+        width: usize,
+    ) -> Result<&'a [f32]> {
+        let (shape, data) = outputs[name]
+            .try_extract_tensor::<f32>()
+            .map_err(Error::run)?;
+        if data.len() != n * width || shape.last().copied() != Some(width as i64) {
+            return Err(Error::Unsupported {
+                path: self.onnx.clone(),
+                reason: format!(
+                    "output `{name}` has shape {:?}; expected [1, {n}, {width}] (sizes from the manifest)",
+                    &shape[..]
+                ),
+            });
+        }
+        Ok(data)
+    }
+}
+
+/// The exported layers and their output names: the manifest's `io.hidden_layers` when it lists
+/// any (each must be a graph output), else the graph's outputs named `hidden_states.{L}`.
+fn layer_outputs(
+    listed: &std::collections::BTreeMap<usize, String>,
+    output_names: &[String],
+    num_layers: usize,
+    path: &Path,
+) -> Result<(Vec<usize>, Vec<String>)> {
+    let mut found: Vec<(usize, String)> = if listed.is_empty() {
+        output_names
+            .iter()
+            .filter_map(|name| {
+                let layer = name.strip_prefix("hidden_states.")?.parse::<usize>().ok()?;
+                (layer < num_layers).then(|| (layer, name.clone()))
+            })
+            .collect()
+    } else {
+        listed.iter().map(|(l, name)| (*l, name.clone())).collect()
+    };
+    found.sort();
+    for (layer, name) in &found {
+        if *layer >= num_layers || !output_names.contains(name) {
+            return Err(Error::MissingIo {
+                path: path.to_path_buf(),
+                kind: "output",
+                name: name.clone(),
+                available: abbreviate(output_names),
+                hint: format!(
+                    "; the manifest lists it for layer {layer} of {num_layers}: reconvert with \
+                     `cargo xtask setup --force`, add it with `cargo xtask export-hidden --layers`, \
+                     or fix `io.hidden_layers` in the manifest"
+                ),
+            });
+        }
+    }
+    Ok(found.into_iter().unzip())
 }
 
 fn abbreviate(names: &[String]) -> String {

@@ -106,6 +106,11 @@ pub struct IoNames {
     pub present_key: String,
     /// Present value output pattern.
     pub present_value: String,
+    /// Outputs holding the residual stream after a decoder layer, by 0-based layer index
+    /// (`hidden_states.{L}` from the converter). Empty: the runtime looks for outputs named
+    /// `hidden_states.{L}` in the graph itself.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hidden_layers: BTreeMap<usize, String>,
 }
 
 impl Default for IoNames {
@@ -120,6 +125,7 @@ impl Default for IoNames {
             hidden: Some("last_hidden_state".into()),
             present_key: "present.{i}.key".into(),
             present_value: "present.{i}.value".into(),
+            hidden_layers: BTreeMap::new(),
         }
     }
 }
