@@ -23,7 +23,7 @@ pub const ORT_VERSION: &str = "1.31.1";
 const ORT_SO: &str = "libonnxruntime.so.1.31.1";
 const ORT_SO_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 /// Must equal `converter_version` written by xtask/py/gguf2onnx.py; bump both to force reconversion.
-const CONVERTER_VERSION: u64 = 2;
+const CONVERTER_VERSION: u64 = 3;
 /// The int8 variant's quantization method, as quantize_int8.py records it.
 const INT8_METHOD: &str = "onnxruntime.quantization.MatMulNBitsQuantizer";
 /// The default model's pin file.
@@ -46,6 +46,11 @@ pub struct ExportHiddenArgs {
     /// Where to write the result [default: replace the input in place].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also expose the residual stream after these 0-based decoder layers as
+    /// `hidden_states.{L}` (comma-separated, or `default`: multiples of 5 plus 3/4 depth). Needs
+    /// Optimum-style node names (`/model/layers.N/...`); other graphs get an error saying so.
+    #[arg(long)]
+    pub layers: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,16 +394,23 @@ pub fn export_hidden(args: &ExportHiddenArgs) -> Result<()> {
     let root = sh::root();
     let python = ensure_venv(&root)?;
     let out = args.out.clone().unwrap_or_else(|| args.model.clone());
+    let layers = args
+        .layers
+        .as_deref()
+        .map(|l| format!(" and the residual stream after layers {l}"))
+        .unwrap_or_default();
     sh::step(&format!(
-        "adding `last_hidden_state` to {}",
+        "adding `last_hidden_state`{layers} to {}",
         args.model.display()
     ));
-    sh::run(
-        Command::new(python)
-            .arg(root.join("xtask/py/add_hidden_output.py"))
-            .arg("--model")
-            .arg(&args.model)
-            .arg("--out")
-            .arg(&out),
-    )
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("xtask/py/add_hidden_output.py"))
+        .arg("--model")
+        .arg(&args.model)
+        .arg("--out")
+        .arg(&out);
+    if let Some(layers) = &args.layers {
+        cmd.arg("--layers").arg(layers);
+    }
+    sh::run(&mut cmd)
 }

@@ -78,6 +78,16 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .arg(model),
         )?;
     }
+    // The converted graph against an independent numpy forward pass over the GGUF's own
+    // weights: logits, last_hidden_state and every `hidden_states.{L}` layer output.
+    sh::run(
+        Command::new(&installed.python)
+            .arg(sh::root().join("xtask/py/test_export.py"))
+            .arg("--model")
+            .arg(&installed.fp32)
+            .arg("--gguf")
+            .arg(&installed.gguf),
+    )?;
     sh::step("all checks passed");
     Ok(())
 }
