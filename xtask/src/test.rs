@@ -40,6 +40,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         sh::cargo()
             .args(["test", "--workspace"])
             .env("NGSD_TEST_MODEL", &installed.fp32)
+            .env("NGSD_TEST_MODEL_Q4", &installed.q4)
             .env(
                 "NGSD_TEST_MODEL_INT8",
                 installed.int8.as_deref().unwrap_or(&installed.fp32),
@@ -87,6 +88,18 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .arg(&installed.fp32)
             .arg("--gguf")
             .arg(&installed.gguf),
+    )?;
+    // The q4 package: exact weights (bit for bit against the GGUF, through ONNX Runtime's own
+    // kernel too) and, at fp32 activations, the fp32 reference's outputs.
+    sh::run(
+        Command::new(&installed.python)
+            .arg(sh::root().join("xtask/py/test_fused.py"))
+            .arg("--model")
+            .arg(&installed.q4)
+            .arg("--gguf")
+            .arg(&installed.gguf)
+            .arg("--reference")
+            .arg(&installed.fp32),
     )?;
     sh::step("all checks passed");
     Ok(())
