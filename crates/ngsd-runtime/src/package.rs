@@ -106,6 +106,12 @@ pub struct IoNames {
     pub present_key: String,
     /// Present value output pattern.
     pub present_value: String,
+    /// Fused graphs: total length − 1 of each sequence (int32 [batch]).
+    pub seqlens_k: String,
+    /// Fused graphs: the longest total length (int32 scalar).
+    pub total_sequence_length: String,
+    /// Fused graphs: how many trailing positions get logits (int64 [1]).
+    pub logits_to_keep: String,
     /// Outputs holding the residual stream after a decoder layer, by 0-based layer index
     /// (`hidden_states.{L}` from the converter). Empty: the runtime looks for outputs named
     /// `hidden_states.{L}` in the graph itself.
@@ -125,6 +131,9 @@ impl Default for IoNames {
             hidden: Some("last_hidden_state".into()),
             present_key: "present.{i}.key".into(),
             present_value: "present.{i}.value".into(),
+            seqlens_k: "seqlens_k".into(),
+            total_sequence_length: "total_sequence_length".into(),
+            logits_to_keep: "logits_to_keep".into(),
             hidden_layers: BTreeMap::new(),
         }
     }

@@ -22,6 +22,29 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
+/// The q4 default-variant model (the fused graph) installed by `cargo xtask setup` (or
+/// `NGSD_TEST_MODEL_Q4`).
+pub fn q4_dir() -> PathBuf {
+    let dir = std::env::var_os("NGSD_TEST_MODEL_Q4")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.cache/models/smollm2-135m-instruct/q4")
+        });
+    assert!(
+        dir.join("ngsd-model.json").is_file(),
+        "the converted q4 model is missing at {}: run `cargo xtask setup` (cargo xtask test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Loads a model folder.
+pub fn load_dir(dir: &std::path::Path) -> Model {
+    let package = ModelPackage::open(dir).expect("package opens");
+    Model::load(package, &options()).expect("model loads")
+}
+
 pub fn options() -> ModelOptions {
     ModelOptions {
         intra_threads: 2,
