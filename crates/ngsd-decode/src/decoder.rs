@@ -379,13 +379,19 @@ pub fn generate(
         .into());
     }
 
-    // Prefill the base model.
+    // Prefill the base model, in chunks: a cancelled request stops within one chunk.
     let mut cache = models.base.new_cache()?;
     let mut out = ForwardOut::default();
     let t = Instant::now();
-    models
-        .base
-        .forward(&mut cache, &prompt_ids, Positions::Last, &mut out)?;
+    let mut cancelled = || req.cancel.as_ref().is_some_and(crate::Cancel::is_cancelled);
+    let prefill = models.base.prefill(
+        &mut cache,
+        &prompt_ids,
+        Positions::Last,
+        &mut out,
+        &mut cancelled,
+    )?;
+    let prefill_stopped = matches!(prefill, ngsd_runtime::Prefill::Stopped { .. });
     timings.base_ms += ms(t.elapsed());
     let prompt_hidden = out.last_hidden(hidden_size).to_vec();
 
@@ -466,6 +472,9 @@ pub fn generate(
     let needs_base_probs = needs.contains(Needs::BASE_PROBS) || needs.contains(Needs::DIVERGENCE);
 
     let finish = loop {
+        if prefill_stopped {
+            break FinishReason::Cancelled;
+        }
         let step = tokens.len();
         let logits = out.last_logits(vocab);
         let hidden = out.last_hidden(hidden_size);
