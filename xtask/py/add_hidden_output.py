@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Add a `last_hidden_state` output to a decoder ONNX model (e.g. a Hugging Face Optimum export).
 
-    add_hidden_output.py --model IN.onnx --out OUT.onnx [--external-data]
+    add_hidden_output.py --model IN.onnx --out OUT.onnx [--external-data] [--layers 5,10,22|default]
 
 Finds the node that produces `logits` (the LM head), takes the activation that feeds it (the
 final-norm output) and exposes it through `Identity -> last_hidden_state` with shape
@@ -12,6 +12,12 @@ It also writes the LM-head matrix, [vocab, hidden] float32, as `lm_head.safetens
 OUT (what `head` experts read) when the head is a plain float MatMul/Gemm without bias; for a
 quantized head it says why it cannot.
 
+With --layers it also exposes the residual stream after the given decoder layers (0-based) as
+`hidden_states.{L}`, [batch, sequence_length, hidden]. The residual is found by node scope, as
+Optimum and gguf2onnx.py name nodes: the `Add` inside `/model/layers.{L}/` whose result is read
+inside `/model/layers.{L+1}/` (or `/model/norm/` after the last layer). Graphs named otherwise,
+or whose residual adds are fused away, get an error saying so.
+
 Models with external data are loaded with it; the result is saved with external data (one
 file, `<OUT name>.data`) when it is larger than 1.8 GiB or with --external-data. When the
 model already has `last_hidden_state`, it is copied unchanged (and the script says so).
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 HIDDEN = "last_hidden_state"
+LAYER_OUTPUT = "hidden_states.{L}"
 LOGITS = "logits"
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 1024**3)
 
@@ -158,6 +166,83 @@ def write_lm_head(graph, head, out: str) -> None:
         '"lm_head": "lm_head.safetensors" under "files" to use it')
 
 
+LAYER_SCOPE = re.compile(r"^/model/layers\.(\d+)/")
+
+
+def layer_of(node) -> int | None:
+    m = LAYER_SCOPE.match(node.name)
+    return int(m.group(1)) if m else None
+
+
+def parse_layers(text: str, n_layers: int) -> list[int]:
+    if text.strip() == "default":
+        # the converter's default (gguf2onnx.default_layers): multiples of 5, plus 3/4 depth
+        layers = set(range(5, n_layers, 5)) | ({round(0.75 * n_layers)} - {n_layers})
+        return sorted(layers)
+    out = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise SurgeryError(f"--layers: `{part}` is not a layer index (use e.g. --layers 5,10,22, or default)")
+        if int(part) >= n_layers:
+            raise SurgeryError(f"--layers: layer {part} does not exist (the graph has layers 0..{n_layers - 1})")
+        out.add(int(part))
+    return sorted(out)
+
+
+def find_residuals(graph, layers_arg: str) -> dict[int, str]:
+    """{layer: tensor} of the residual stream after each asked-for decoder layer."""
+    scoped = [layer_of(n) for n in graph.node]
+    present = {i for i in scoped if i is not None}
+    if not present:
+        raise SurgeryError("no node is named `/model/layers.N/...`, so the decoder layers cannot be told apart; "
+                           "export the model with Optimum (which names them so), or convert a GGUF with "
+                           "gguf2onnx.py --layers")
+    n_layers = max(present) + 1
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def read_after(tensor, layer):
+        def next_scope(c):
+            if layer + 1 < n_layers:
+                return layer_of(c) == layer + 1
+            return c.name.startswith("/model/norm/")
+        return any(next_scope(c) for c in consumers.get(tensor, []))
+
+    found = {}
+    for layer in parse_layers(layers_arg, n_layers):
+        cands = [o for n, sc in zip(graph.node, scoped) if sc == layer and n.op_type == "Add"
+                 for o in n.output if read_after(o, layer)]
+        if len(cands) != 1:
+            fused = any(n.op_type.startswith("Skip") for n in graph.node)
+            why = ("its residual additions are fused into Skip*LayerNormalization nodes (an optimized graph): "
+                   "use the unoptimized export" if fused and not cands else
+                   f"{len(cands)} candidate tensors ({', '.join(cands[:4])})")
+            raise SurgeryError(f"cannot find the residual stream after layer {layer}: "
+                               f"expected one `Add` in /model/layers.{layer}/ read by the next layer, found {why}")
+        found[layer] = cands[0]
+    return found
+
+
+def add_layer_outputs(graph, layers_arg: str, batch: str, seq: str, hidden) -> None:
+    from onnx import TensorProto, helper
+
+    outs = {o.name for o in graph.output}
+    for layer, tensor in find_residuals(graph, layers_arg).items():
+        name = LAYER_OUTPUT.format(L=layer)
+        if name in outs:
+            log(f"'{name}' is already an output")
+            continue
+        if any(name in n.output for n in graph.node):
+            raise SurgeryError(f"a node already produces a tensor named '{name}' that is not a graph output")
+        log(f"layer {layer}: residual '{tensor}' -> '{name}'")
+        graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"/model/layers.{layer}/hidden_state"))
+        graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                          [batch, seq, hidden if hidden else "hidden_size"]))
+
+
 def run(args) -> None:
     import onnx
     from onnx import TensorProto, helper
@@ -173,30 +258,37 @@ def run(args) -> None:
     outs = [o.name for o in g.output]
     if LOGITS not in outs:
         raise SurgeryError(f"model has no 'logits' output (outputs: {', '.join(outs[:6])}{', ...' if len(outs) > 6 else ''})")
-    if HIDDEN in outs:
-        log(f"'{HIDDEN}' is already an output; copying the model unchanged")
-        # before saving: saving with external data empties the in-memory initializers
-        try:
-            write_lm_head(g, find_hidden(g)[2], args.out)
-        except SurgeryError as e:
-            log(f"not writing lm_head.safetensors: {e}")
-        if os.path.abspath(args.model) != os.path.abspath(args.out):
-            save(model, args.out, args.external_data)
-        return
-    if any(HIDDEN in n.output for n in g.node):
-        raise SurgeryError(f"a node already produces a tensor named '{HIDDEN}' that is not a graph output")
-
-    src, hidden, head = find_hidden(g)
-    log(f"LM head: {head.op_type} '{head.name}', activation '{src}', hidden size {hidden}")
     logits_vi = next(o for o in g.output if o.name == LOGITS)
     dims = list(logits_vi.type.tensor_type.shape.dim)
     batch = (dims[0].dim_param or "batch_size") if dims else "batch_size"
     seq = (dims[1].dim_param or "sequence_length") if len(dims) > 1 else "sequence_length"
-    g.node.append(helper.make_node("Identity", [src], [HIDDEN], name="/model/last_hidden_state"))
-    g.output.append(helper.make_tensor_value_info(HIDDEN, TensorProto.FLOAT, [batch, seq, hidden if hidden else "hidden_size"]))
+    changed = False
+    if HIDDEN in outs:
+        log(f"'{HIDDEN}' is already an output")
+        try:
+            src, hidden, head = find_hidden(g)
+        except SurgeryError as e:
+            log(f"not writing lm_head.safetensors: {e}")
+            src, hidden, head = None, None, None
+    else:
+        if any(HIDDEN in n.output for n in g.node):
+            raise SurgeryError(f"a node already produces a tensor named '{HIDDEN}' that is not a graph output")
+        src, hidden, head = find_hidden(g)
+        log(f"LM head: {head.op_type} '{head.name}', activation '{src}', hidden size {hidden}")
+        g.node.append(helper.make_node("Identity", [src], [HIDDEN], name="/model/last_hidden_state"))
+        g.output.append(helper.make_tensor_value_info(HIDDEN, TensorProto.FLOAT, [batch, seq, hidden if hidden else "hidden_size"]))
+        changed = True
+    if args.layers:
+        before = len(g.output)
+        add_layer_outputs(g, args.layers, batch, seq, hidden)
+        changed |= len(g.output) != before
     # before saving: saving with external data empties the in-memory initializers
-    write_lm_head(g, head, args.out)
-    save(model, args.out, args.external_data)
+    if head is not None:
+        write_lm_head(g, head, args.out)
+    if changed or os.path.abspath(args.model) != os.path.abspath(args.out):
+        if not changed:
+            log("nothing to add; copying the model unchanged")
+        save(model, args.out, args.external_data)
     log("done")
 
 
@@ -205,6 +297,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="input ONNX model")
     ap.add_argument("--out", required=True, help="output ONNX model")
     ap.add_argument("--external-data", action="store_true", help="always save weights as external data")
+    ap.add_argument("--layers", help="also expose the residual stream after these 0-based decoder layers as "
+                    "hidden_states.{L}: a comma-separated list, or `default` (multiples of 5, plus 3/4 depth)")
     args = ap.parse_args(argv)
     try:
         run(args)

@@ -3,7 +3,7 @@
 
     chat_prompt_ids.py --model DIR --prompt TEXT [--system TEXT] --out FILE.json
 
-Test helper for bench_ort.py / bench_llamacpp.py (the Rust side normally writes the ids).
+Test helper for bench_ort.py (the Rust side normally writes the ids).
 The template is rendered like Hugging Face does (jinja2 sandbox, trim_blocks, lstrip_blocks,
 add_generation_prompt=True); the text is encoded with tokenizer.json without adding specials.
 """

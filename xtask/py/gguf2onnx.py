@@ -2,13 +2,20 @@
 """Convert a llama / qwen2 architecture GGUF file into an ngsd model folder.
 
 The folder holds an ONNX decoder in the Hugging Face Optimum layout (with KV cache and an
-extra ``last_hidden_state`` output), a rebuilt ``tokenizer.json``, the chat template, Hugging
-Face style config files and the ngsd manifest ``ngsd-model.json``.
+extra ``last_hidden_state`` output, plus ``hidden_states.{L}`` outputs: the residual stream
+after decoder layer L, for the layers given by ``--layers``), a rebuilt ``tokenizer.json``, the
+chat template, Hugging Face style config files and the ngsd manifest ``ngsd-model.json``.
 
-Weights are dequantized with numpy (``gguf.quants``); the graph is built with ``onnx.helper``
-using only standard ONNX ops (opset 17). No torch involved.
+Two variants:
+- ``fp32`` (the reference): weights dequantized with numpy (``gguf.quants``), the graph built with
+  ``onnx.helper`` from standard ONNX ops only (opset 17), Optimum's KV-cache I/O;
+- ``q4`` (named after the source's Q4_1 blocks): the GGUF blocks kept exact in ``MatMulNBits``,
+  ``GroupQueryAttention`` over a preallocated shared KV buffer, fused norms (fused_graph.py;
+  ONNX Runtime's com.microsoft ops).
+No torch involved.
 
-    gguf2onnx.py --gguf PATH --out DIR --name NAME [--source TEXT] [--source-sha256 HEX]
+    gguf2onnx.py --gguf PATH --out DIR --name NAME [--variant fp32|q4] [--source TEXT]
+                 [--source-sha256 HEX] [--layers 5,10,22 | --layers none]
 
 The output folder is assembled in a sibling staging folder and renamed into place at the end,
 so a crash never leaves a half-written model behind. Output is byte-deterministic.
@@ -26,12 +33,14 @@ import time
 from importlib import metadata
 
 CONVERTER = "xtask/py/gguf2onnx.py"
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 LM_HEAD_FILE = "lm_head.safetensors"
 OPSET = 17
 IR_VERSION = 8
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 1024**3)
 EXTERNAL_DATA_NAME = "model.onnx.data"
+# Output name of the residual stream after decoder layer {L} (0-based).
+LAYER_OUTPUT = "hidden_states.{L}"
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
 
@@ -297,6 +306,34 @@ class HParams:
         self.eps = float(f"{self.eps:.6g}")
 
 
+def default_layers(n_layer: int) -> list[int]:
+    """Every multiple of 5 in 1..n_layer-1, plus round(0.75 * n_layer) (SmolLM2's 30 layers:
+    5, 10, 15, 20, 22, 25): where safety probes usually read a decoder's residual stream."""
+    layers = {i for i in range(5, n_layer, 5)}
+    three_quarters = round(0.75 * n_layer)
+    if 0 <= three_quarters < n_layer:
+        layers.add(three_quarters)
+    return sorted(layers)
+
+
+def parse_layers(text: str | None, n_layer: int) -> list[int]:
+    """`--layers`: a comma-separated list of 0-based layer indices, `none`, or the default."""
+    if text is None or text.strip() == "" or text.strip() == "default":
+        return default_layers(n_layer)
+    if text.strip() == "none":
+        return []
+    layers = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ConvertError(f"--layers: `{part}` is not a layer index (use e.g. --layers 5,10,22, or none)")
+        i = int(part)
+        if i >= n_layer:
+            raise ConvertError(f"--layers: layer {i} does not exist (the model has layers 0..{n_layer - 1})")
+        layers.add(i)
+    return sorted(layers)
+
+
 # ----------------------------------------------------------------------------------------------
 # graph building
 
@@ -336,7 +373,35 @@ class GraphBuilder:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
-def build_model(g: Gguf, hp: HParams):
+def build_fused_model(g: Gguf, hp: HParams, layers: list[int]):
+    """The q4 variant (fused_graph.py): exact GGUF blocks, ONNX Runtime contrib ops."""
+    import onnx
+    from onnx import helper
+
+    from fused_graph import FusedError, build_graph
+
+    b = GraphBuilder()
+    try:
+        inputs, outputs, formats = build_graph(b, g, hp, layers)
+    except FusedError as e:
+        raise ConvertError(str(e)) from None
+    log("weights kept in their GGUF blocks: " + ", ".join(f"{n} x {k}" for k, n in sorted(formats.items())))
+    graph = helper.make_graph(b.nodes, "ngsd_decoder_fused", inputs, outputs, initializer=b.initializers)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="ngsd-gguf2onnx",
+        producer_version=str(CONVERTER_VERSION),
+    )
+    model.ir_version = IR_VERSION
+    log(f"graph: {len(b.nodes)} nodes, {len(b.initializers)} initializers")
+    # onnx.checker knows no com.microsoft ops (nor ONNX Runtime's SimplifiedLayerNormalization);
+    # test_fused.py loads and runs the result in ONNX Runtime instead
+    del onnx
+    return model, formats
+
+
+def build_model(g: Gguf, hp: HParams, layers: list[int]):
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
@@ -408,6 +473,8 @@ def build_model(g: Gguf, hp: HParams):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", TensorProto.FLOAT, [batch, nkv, past, d]))
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT, [batch, nkv, total, d]))
     outputs.append(helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [batch, seq, H]))
+    for i in layers:
+        outputs.append(helper.make_tensor_value_info(LAYER_OUTPUT.format(L=i), TensorProto.FLOAT, [batch, seq, H]))
 
     # ---- embeddings
     emb = g.tensor("token_embd.weight")  # [V, H]
@@ -517,6 +584,8 @@ def build_model(g: Gguf, hp: HParams):
         prod = b.op("Mul", [act, up], f"{p}/mlp/Mul")
         down = linear(prod, f"{blk}.ffn_down.weight", f"{p}/mlp/down_proj")
         h = b.op("Add", [h, down], f"{p}/mlp_residual")
+        if i in layers:
+            b.op("Identity", [h], f"{p}/hidden_state", outputs=[LAYER_OUTPUT.format(L=i)])
 
     final = rmsnorm(h, "output_norm.weight", "/model/norm")
     b.op("Identity", [final], "/model/last_hidden_state", outputs=["last_hidden_state"])
@@ -614,6 +683,7 @@ def convert(args) -> None:
     log(f"reading {args.gguf}")
     g = Gguf(args.gguf)
     hp = HParams(g)
+    layers = parse_layers(args.layers, hp.n_layer)
     log(
         f"{hp.arch}: {hp.n_layer} layers, hidden {hp.hidden}, heads {hp.n_head}/{hp.n_kv} kv, head_dim {hp.head_dim}, "
         f"vocab {hp.vocab}, {'tied' if hp.tied else 'untied'} embeddings"
@@ -627,7 +697,12 @@ def convert(args) -> None:
 
     staging = staging_dir_for(args.out)
     try:
-        model = build_model(g, hp)
+        log(f"exporting the residual stream after layers {', '.join(map(str, layers)) or '(none)'}")
+        formats = None
+        if args.variant == "q4":
+            model, formats = build_fused_model(g, hp, layers)
+        else:
+            model = build_model(g, hp, layers)
         onnx_files = save_onnx(model, os.path.join(staging, "model.onnx"))
         del model
 
@@ -720,7 +795,7 @@ def convert(args) -> None:
             "format": "ngsd-model/1",
             "name": args.name,
             "architecture": hp.arch,
-            "dtype": "fp32",
+            "dtype": args.variant,
             "files": {
                 "onnx": "model.onnx",
                 "tokenizer": "tokenizer.json",
@@ -747,6 +822,8 @@ def convert(args) -> None:
                 "hidden": "last_hidden_state",
                 "present_key": "present.{i}.key",
                 "present_value": "present.{i}.value",
+                # layer index -> output holding the residual stream after that layer
+                "hidden_layers": {str(i): LAYER_OUTPUT.format(L=i) for i in layers},
             },
             "provenance": {
                 "source": source,
@@ -757,6 +834,13 @@ def convert(args) -> None:
             },
             "checksums": checksums,
         }
+        if args.variant == "q4":
+            # the fused graph's inputs: no mask or positions, a shared KV buffer instead
+            io = manifest["io"]
+            del io["attention_mask"], io["position_ids"]
+            io.update({"seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
+                       "logits_to_keep": "logits_to_keep"})
+            manifest["provenance"]["weights"] = {"kept_exact": formats, "matmul": "MatMulNBits accuracy_level 4"}
         write_json(os.path.join(staging, "ngsd-model.json"), manifest)
         publish_dir(staging, args.out)
     except BaseException:
@@ -771,8 +855,13 @@ def main(argv=None) -> int:
     ap.add_argument("--gguf", required=True, help="input GGUF file")
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
     ap.add_argument("--name", required=True, help="model name for the manifest")
+    ap.add_argument("--variant", choices=["fp32", "q4"], default="fp32",
+                    help="fp32: the standard-ops reference graph; q4: exact GGUF blocks in the fused graph")
     ap.add_argument("--source", help="provenance text (default: GGUF file name)")
     ap.add_argument("--source-sha256", help="sha256 of the source (default: computed from --gguf)")
+    ap.add_argument("--layers", help="0-based decoder layers whose residual stream is exported as "
+                    "hidden_states.{L}: a comma-separated list, or `none` (default: every multiple of 5 "
+                    "below the layer count, plus round(0.75 x layers))")
     args = ap.parse_args(argv)
     try:
         convert(args)

@@ -3,9 +3,11 @@
 
     test_add_hidden.py --model DIR [--work TMPDIR]
 
-Strips `last_hidden_state` from DIR's model.onnx, runs add_hidden_output.py on the result
-(single file and forced external data), and checks that the restored output equals the
-original one; also checks the error paths (missing file, no logits, output already present).
+Strips `last_hidden_state` and the `hidden_states.{L}` layer outputs from DIR's model.onnx, runs
+add_hidden_output.py on the result (single file and forced external data, `--layers` as the
+manifest lists them), and checks that the restored outputs equal the original ones; also checks
+the error paths (missing file, no logits, output already present, a layer that does not exist,
+a graph without layer-scoped node names).
 """
 
 from __future__ import annotations
@@ -22,14 +24,21 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def strip_hidden(src, dst):
+def is_added(name):
+    return name == "last_hidden_state" or name.startswith("hidden_states.")
+
+
+def strip_hidden(src, dst, rename_nodes=False):
     import onnx
 
     m = onnx.load(src)
-    keep = [o for o in m.graph.output if o.name != "last_hidden_state"]
+    keep = [o for o in m.graph.output if not is_added(o.name)]
     del m.graph.output[:]
     m.graph.output.extend(keep)
-    nodes = [n for n in m.graph.node if "last_hidden_state" not in n.output]
+    nodes = [n for n in m.graph.node if not any(is_added(o) for o in n.output)]
+    if rename_nodes:  # a graph whose node names say nothing about layers
+        for i, n in enumerate(nodes):
+            n.name = f"node_{i}"
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     onnx.save(m, dst)
@@ -72,11 +81,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         stripped = os.path.join(work, "stripped.onnx")
         strip_hidden(orig, stripped)
+        layer_names = list(man["io"].get("hidden_layers", {}).values())
+        layer_list = ",".join(man["io"].get("hidden_layers", {}).keys())
+        check("the manifest lists layer outputs", bool(layer_names), str(layer_names))
         ref_logits, ref_hidden = outputs(orig, ["logits", "last_hidden_state"], n_kv, d, n_layers)
+        ref_layers = outputs(orig, layer_names, n_kv, d, n_layers) if layer_names else []
         surgery_logs = []
         for variant, extra in (("single file", []), ("external data", ["--external-data"])):
             out = os.path.join(work, f"restored-{len(extra)}.onnx")
-            rc, err = script("--model", stripped, "--out", out, *extra)
+            rc, err = script("--model", stripped, "--out", out, "--layers", layer_list or "default", *extra)
             surgery_logs.append(err)
             check(f"surgery ({variant}) exit 0", rc == 0, err.splitlines()[-2] if rc == 0 else err)
             if rc:
@@ -84,6 +97,10 @@ def main() -> int:
             logits, hidden = outputs(out, ["logits", "last_hidden_state"], n_kv, d, n_layers)
             check(f"restored last_hidden_state == original ({variant})",
                   np.array_equal(hidden, ref_hidden) and np.array_equal(logits, ref_logits))
+            if layer_names:
+                got = outputs(out, layer_names, n_kv, d, n_layers)
+                check(f"restored {len(layer_names)} layer outputs == original ({variant})",
+                      all(np.array_equal(a, b) for a, b in zip(got, ref_layers)))
             import onnx
 
             shape = [x.dim_param or x.dim_value for x in
@@ -112,6 +129,12 @@ def main() -> int:
         out = os.path.join(work, "again.onnx")
         rc, err = script("--model", orig, "--out", out)
         check("already present: copies and says so", rc == 0 and "already" in err and os.path.isfile(out), err.splitlines()[0])
+        rc, err = script("--model", stripped, "--out", out, "--layers", str(n_layers))
+        check("a layer that does not exist: clean error", rc == 2 and "does not exist" in err and "Traceback" not in err, err)
+        anonymous = os.path.join(work, "anonymous.onnx")
+        strip_hidden(orig, anonymous, rename_nodes=True)
+        rc, err = script("--model", anonymous, "--out", out, "--layers", "default")
+        check("no layer-scoped node names: clean error", rc == 2 and "/model/layers.N/" in err and "Traceback" not in err, err)
         rc, err = script("--model", os.path.join(work, "missing.onnx"), "--out", out)
         check("missing file: clean error", rc == 2 and "not found" in err and "Traceback" not in err, err)
         import onnx

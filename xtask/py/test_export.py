@@ -12,6 +12,8 @@ Checks (each prints one line, exit status 1 if any fails):
   3. padding: a batch of two with left padding has no NaN/Inf anywhere and its real positions
      match the unpadded single-row run.
   4. outputs: logits == last_hidden_state @ lm_head weight (last_hidden_state feeds the head).
+  5. layers: with --gguf, every `hidden_states.{L}` output the manifest lists equals the numpy
+     pass's residual stream after layer L (tolerance relative to the residual's largest value).
 """
 
 from __future__ import annotations
@@ -62,6 +64,17 @@ class Model:
         outs = self.sess.run(names, feeds)
         return outs[0], outs[1], outs[2:]
 
+    def layer_outputs(self, ids, names):
+        """The named outputs of one no-cache pass over `ids`."""
+        s = len(ids)
+        feeds = {"input_ids": np.asarray([ids], np.int64), "attention_mask": np.ones((1, s), np.int64)}
+        if "position_ids" in self.inputs:
+            feeds["position_ids"] = np.arange(s, dtype=np.int64)[None]
+        for i in range(self.n):
+            for kind in ("key", "value"):
+                feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, self.kv[0], 0, self.kv[1]), np.float32)
+        return self.sess.run(names, feeds)
+
 
 def numpy_reference(gguf_path, ids):
     """Independent llama forward pass on the raw GGUF tensors (interleaved-pair RoPE)."""
@@ -110,6 +123,7 @@ def numpy_reference(gguf_path, ids):
         return np.concatenate([a * c - b * sn, a * sn + b * c], -1)
 
     causal = np.tril(np.ones((s, s), dtype=bool))
+    residuals = {}
     for i in range(L):
         p = f"blk.{i}."
         x = rms(h, w(p + "attn_norm.weight"))
@@ -135,9 +149,10 @@ def numpy_reference(gguf_path, ids):
         g = x @ w(p + "ffn_gate.weight").T
         u = x @ w(p + "ffn_up.weight").T
         h = h + ((g / (1 + np.exp(-g))) * u) @ w(p + "ffn_down.weight").T
+        residuals[i] = h
     hs = rms(h, w("output_norm.weight"))
     head = w("output.weight") if "output.weight" in t else emb
-    return hs @ head.T, hs
+    return hs @ head.T, hs, residuals
 
 
 def main(argv=None) -> int:
@@ -164,12 +179,20 @@ def main(argv=None) -> int:
     full_logits, full_hidden, _ = m.run([ids], np.ones((1, s)), [np.arange(s)])
 
     if args.gguf:
-        ref_logits, ref_hidden = numpy_reference(args.gguf, ids)
+        ref_logits, ref_hidden, ref_residuals = numpy_reference(args.gguf, ids)
         report("reference logits vs numpy-on-GGUF", float(np.abs(full_logits[0] - ref_logits).max()), args.tol)
         agree = float((full_logits[0].argmax(-1) == ref_logits.argmax(-1)).mean())
         print(f"{'PASS' if agree == 1.0 else 'FAIL'} reference argmax agreement {agree:.3f}")
         ok &= agree == 1.0
         report("reference last_hidden_state", float(np.abs(full_hidden[0] - ref_hidden).max()), args.tol)
+        layers = {int(k): v for k, v in m.m["io"].get("hidden_layers", {}).items()}
+        print(f"INFO the manifest lists {len(layers)} layer outputs")
+        if layers:
+            got = m.layer_outputs(ids, list(layers.values()))
+            for (layer, name), value in zip(layers.items(), got):
+                ref = ref_residuals[layer]
+                scale = max(1.0, float(np.abs(ref).max()))
+                report(f"reference {name} (scale {scale:.3g})", float(np.abs(value[0] - ref).max()) / scale, args.tol)
 
     # 2. incremental with cache
     half = s // 2

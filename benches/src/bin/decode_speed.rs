@@ -2,8 +2,10 @@
 //! (xtask/py/bench_ort.py), printing one JSON line. Used by `cargo xtask bench-compare`.
 //!
 //! Measured: session load excluded; one untimed warm-up generation; `prefill_ms` = the prompt's
-//! forward pass plus picking token 1; `decode_tok_s` = (N - 1) / time of the N - 1 following
-//! single-token steps (each: forward with the KV cache, argmax of the last position).
+//! prefill (`Model::prefill`, chunked as in serving) plus picking token 1; `decode_tok_s` =
+//! (N - 1) / time of the N - 1 following single-token steps (each: forward with the KV cache,
+//! argmax of the last position). `--copy-bandwidth` instead measures memory copy bandwidth with
+//! the same thread count (for the fraction of the bandwidth limit a decode step reaches).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,6 +38,33 @@ struct Args {
     /// Untimed warm-up generations.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Use only the first N prompt ids (0 = all): exact prompt lengths for prefill figures.
+    #[arg(long, default_value_t = 0)]
+    prompt_len: usize,
+    /// Measure memory copy bandwidth instead (a 512 MiB buffer copied by --threads threads).
+    #[arg(long)]
+    copy_bandwidth: bool,
+}
+
+/// Bytes moved per second (read + written) copying a large buffer with `threads` threads; the
+/// best of 5 rounds.
+fn copy_bandwidth(threads: usize) -> f64 {
+    const BYTES: usize = 512 << 20;
+    let src = vec![1u8; BYTES];
+    let mut dst = vec![0u8; BYTES];
+    let part = BYTES / threads.max(1);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for (d, c) in dst.chunks_mut(part).zip(src.chunks(part)) {
+                s.spawn(move || d.copy_from_slice(c));
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    2.0 * BYTES as f64 / best
 }
 
 fn greedy(model: &mut Model, prompt: &[u32], n: usize) -> Result<(Vec<u32>, f64, f64)> {
@@ -43,7 +72,7 @@ fn greedy(model: &mut Model, prompt: &[u32], n: usize) -> Result<(Vec<u32>, f64,
     let mut cache = model.new_cache()?;
     let mut out = ForwardOut::default();
     let t0 = Instant::now();
-    model.forward(&mut cache, prompt, Positions::Last, &mut out)?;
+    model.prefill(&mut cache, prompt, Positions::Last, &mut out, &mut || false)?;
     let mut tok = argmax(out.last_logits(vocab));
     let mut tokens = vec![tok];
     let t1 = Instant::now();
@@ -58,6 +87,11 @@ fn greedy(model: &mut Model, prompt: &[u32], n: usize) -> Result<(Vec<u32>, f64,
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.copy_bandwidth {
+        let json = serde_json::json!({"copy_gb_s": copy_bandwidth(args.threads) / 1e9, "threads": args.threads});
+        println!("{json}");
+        return Ok(());
+    }
     if args.new_tokens < 2 {
         bail!("--new-tokens must be at least 2");
     }
@@ -82,12 +116,23 @@ fn main() -> Result<()> {
     }
     let text = std::fs::read_to_string(&args.prompt_ids)
         .with_context(|| format!("reading {}", args.prompt_ids.display()))?;
-    let prompt: Vec<u32> = serde_json::from_str(&text).with_context(|| {
+    let mut prompt: Vec<u32> = serde_json::from_str(&text).with_context(|| {
         format!(
             "{}: expected a JSON list of token ids",
             args.prompt_ids.display()
         )
     })?;
+    if args.prompt_len > 0 {
+        if prompt.len() < args.prompt_len {
+            bail!(
+                "{} holds {} ids, fewer than --prompt-len {}",
+                args.prompt_ids.display(),
+                prompt.len(),
+                args.prompt_len
+            );
+        }
+        prompt.truncate(args.prompt_len);
+    }
     for _ in 0..args.warmup {
         greedy(&mut model, &prompt, 2)?;
     }

@@ -181,6 +181,9 @@ pub fn generate(
     reflection.validate()?;
     let started = Instant::now();
     let mut run = Run::prefill(req, models, gate, reflection, cfg)?;
+    if run.cut_short() {
+        return Ok(run.into_output(models, gate, FinishReason::Cancelled, started));
+    }
     run.reflect(models, reflection)?;
     run.observe_prompt(gate)?;
     models.expert.begin(&req.prompt, req.raw)?;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use ngsd_gate::{AnswerInput, Decision, FeatureSpec, Gate, Needs, PromptInput, StepInput};
 use ngsd_runtime::sampling::{argmax, softmax_into};
 use ngsd_runtime::{
-    Conversation, EncodedPrompt, FinishReason, ForwardOut, KvCache, Positions, Sampler, TextOutput,
+    Conversation, EncodedPrompt, FinishReason, ForwardOut, KvCache, Positions, Prefill, Sampler,
+    TextOutput,
     Tokenizer,
 };
 
@@ -73,9 +74,16 @@ pub(crate) struct Run<'a> {
     /// After the monitor fired: every later step steers at least this much.
     floor: Option<Decision>,
     scratch: Scratch,
+    /// The prefill stopped early because the request was cancelled: nothing more runs.
+    cut_short: bool,
 }
 
 impl<'a> Run<'a> {
+    /// Whether the prefill stopped early because the request was cancelled.
+    pub fn cut_short(&self) -> bool {
+        self.cut_short
+    }
+
     /// Encodes the conversation (message text never becomes markup), checks it fits, runs
     /// the prompt through the base model and computes the prompt features of the gate and of
     /// a probe.
@@ -110,13 +118,18 @@ impl<'a> Run<'a> {
         } else {
             Positions::Last
         };
-        models
+        // In chunks: a cancelled request (a client gone, a deadline passed) stops within one.
+        let cancel = req.cancel.clone();
+        let mut cancelled = move || cancel.as_ref().is_some_and(crate::Cancel::is_cancelled);
+        let fed = models
             .base
-            .forward(&mut cache, &prompt.ids, positions, &mut out)?;
+            .prefill(&mut cache, &prompt.ids, positions, &mut out, &mut cancelled)?;
         let mut timings = Timings {
             base_ms: ms(t.elapsed()),
             ..Timings::default()
         };
+        // Cut short: the features would read a partial prompt, and nothing more will run.
+        let cut_short = matches!(fed, Prefill::Stopped { .. });
         let t = Instant::now();
         let pooled = |spec: &FeatureSpec, into: &mut Vec<f32>| {
             features::prompt_features(
@@ -129,11 +142,11 @@ impl<'a> Run<'a> {
             )
         };
         let mut prompt_features = Vec::new();
-        if hidden_gate {
+        if hidden_gate && !cut_short {
             pooled(&spec, &mut prompt_features)?;
         }
         let mut probe_features = Vec::new();
-        if matches!(reflection, Reflection::Probe { .. }) {
+        if matches!(reflection, Reflection::Probe { .. }) && !cut_short {
             pooled(&probe_spec, &mut probe_features)?;
         }
         timings.gate_ms += ms(t.elapsed());
@@ -168,6 +181,7 @@ impl<'a> Run<'a> {
             floor: None,
             scratch: Scratch::default(),
             prompt,
+            cut_short,
         })
     }
 
@@ -571,7 +585,7 @@ impl<'a> Run<'a> {
             early_stop: self.early.and_then(|e| e.fired).map(|r| format!("{r:?}")),
             gate: gate.name().to_string(),
             expert: models.expert.describe(),
-            reflection: self.record.expect("reflect runs before the answer"),
+            reflection: self.record.unwrap_or_else(ReflectionRecord::skipped),
             monitor: self.monitor.map(|m| MonitorSummary {
                 checks: m.checks,
                 fired: m.fired,

@@ -61,7 +61,8 @@ pub struct Timings {
 /// How α was set.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReflectionRecord {
-    /// `off`, `generative` or `probe`.
+    /// `off`, `generative` or `probe`; `skipped` when the request was cancelled before
+    /// reflection ran.
     pub mode: &'static str,
     /// The risk in [0, 10], when assessed.
     pub risk: Option<f32>,
@@ -79,6 +80,21 @@ pub struct ReflectionRecord {
     /// Probe mode: the neuron's probability on the prompt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f32>,
+}
+
+impl ReflectionRecord {
+    /// The record of a request cancelled before reflection ran.
+    pub fn skipped() -> Self {
+        ReflectionRecord {
+            mode: "skipped",
+            risk: None,
+            alpha: 0.0,
+            raw: None,
+            scores: None,
+            fallback: None,
+            probability: None,
+        }
+    }
 }
 
 /// The trace's last line.

@@ -10,6 +10,8 @@
 
 mod error;
 mod generate;
+mod graph_io;
+pub mod kv;
 mod model;
 pub mod ortlib;
 mod package;
@@ -21,7 +23,10 @@ mod tokenizer;
 
 pub use error::{Error, Result};
 pub use generate::{FinishReason, GenerateConfig, Generation, StopFilter, TextOutput, generate};
-pub use model::{ForwardOut, IoDescription, KvCache, Model, ModelOptions, Positions};
+pub use kv::KvCache;
+pub use model::{
+    DEFAULT_PREFILL_CHUNK, ForwardOut, IoDescription, Model, ModelOptions, Positions, Prefill,
+};
 pub use package::{
     ChecksumReport, Files, IoNames, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestSource,
     ModelPackage, sha256_file,

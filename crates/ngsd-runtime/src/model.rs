@@ -2,8 +2,10 @@
 //!
 //! Invariants:
 //! - only the inputs the session declares are fed (Optimum exports differ: some lack `position_ids`);
-//! - the key/value cache stays inside ONNX Runtime values between steps: a step feeds the previous
-//!   step's `present.*` outputs back as `past_key_values.*` without copying them through Rust;
+//! - the key/value cache stays inside ONNX Runtime values between steps (see [`crate::kv`]): an
+//!   Optimum graph's `present.*` outputs are fed back as `past_key_values.*` without copying them
+//!   through Rust; a fused graph writes into one buffer bound once per sequence;
+//! - a fused graph computes logits only for the positions asked for (`logits_to_keep`);
 //! - a step returns the logits and hidden states (final, and the residual stream after each
 //!   exported layer) of the positions asked for, written into caller-owned buffers (no
 //!   allocation per token on the hot path).
@@ -12,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
-use ort::value::{DynValue, Tensor, TensorElementType, TensorRef, ValueType};
+use ort::value::{DynValue, Tensor, TensorRef, ValueType};
 
 use crate::error::{Error, Result};
+use crate::graph_io::{self, GraphIo, InputSlot};
+use crate::kv::{KvCache, SharedKv, SharedNames, Store};
 use crate::ortlib;
-use crate::package::{ManifestSource, ModelPackage};
+use crate::package::ModelPackage;
 use crate::provider::Provider;
 
 /// How to build a session.
@@ -40,14 +44,6 @@ pub struct IoDescription {
     pub name: String,
     /// Element type and shape as ONNX Runtime reports them (`-1` = dynamic).
     pub ty: String,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum InputSlot {
-    InputIds,
-    AttentionMask,
-    PositionIds,
-    Past(usize),
 }
 
 /// Which positions a forward pass reports.
@@ -120,45 +116,69 @@ impl ForwardOut {
     pub fn layer(&self, k: usize) -> &[f32] {
         self.layers.get(k).map_or(&[], Vec::as_slice)
     }
-}
 
-/// The key/value cache of one sequence: ONNX Runtime values fed back each step.
-pub struct KvCache {
-    past: Vec<DynValue>,
-    len: usize,
-}
+    /// Empties every buffer (keeping their allocations).
+    pub fn clear(&mut self) {
+        self.logits.clear();
+        self.hidden.clear();
+        self.layers.iter_mut().for_each(Vec::clear);
+        self.rows = 0;
+        self.hidden_rows = 0;
+    }
 
-impl std::fmt::Debug for KvCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvCache")
-            .field("len", &self.len)
-            .field("tensors", &self.past.len())
-            .finish()
+    /// Adds one chunk's rows to what a whole pass over the chunks reports for `positions`
+    /// (`last`: the final chunk, the only one whose logits [`Positions::Last`] and
+    /// [`Positions::AllHidden`] keep).
+    fn append(&mut self, part: &ForwardOut, positions: Positions, last: bool) {
+        if positions == Positions::Last {
+            if last {
+                self.clone_from(part);
+            }
+            return;
+        }
+        if positions == Positions::All || last {
+            if positions == Positions::AllHidden {
+                self.logits.clear();
+                self.rows = 0;
+            }
+            self.logits.extend_from_slice(&part.logits);
+            self.rows += part.rows;
+        }
+        self.hidden.extend_from_slice(&part.hidden);
+        self.hidden_rows += part.hidden_rows;
+        self.layers.resize_with(part.layers.len(), Vec::new);
+        for (all, chunk) in self.layers.iter_mut().zip(&part.layers) {
+            all.extend_from_slice(chunk);
+        }
     }
 }
 
-impl KvCache {
-    /// Number of positions held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
+/// Default tokens per chunk of [`Model::prefill`].
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
 
-    /// Whether the cache holds no position.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
+/// How a chunked prefill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefill {
+    /// Every token was fed.
+    Done,
+    /// `should_stop` said so between chunks; the cache holds the first `fed` tokens.
+    Stopped {
+        /// Tokens fed before stopping.
+        fed: usize,
+    },
 }
 
 /// A loaded decoder.
 pub struct Model {
     session: Session,
     package: ModelPackage,
-    slots: Vec<InputSlot>,
+    io: GraphIo,
     /// What a step copies out, and from which outputs.
     layout: OutputLayout,
-    exported_layers: Vec<usize>,
-    present_names: Vec<String>,
-    num_layers: usize,
+    /// Outputs a fused graph's binding reads back each step (logits, hidden states).
+    read_back: Vec<String>,
+    /// Tokens per chunk of [`Model::prefill`].
+    prefill_chunk: usize,
     kv_heads: usize,
     head_dim: usize,
     vocab: usize,
@@ -189,10 +209,6 @@ fn describe(ty: &ValueType) -> String {
         ValueType::Tensor { ty, shape, .. } => format!("{ty:?} {:?}", &shape[..]),
         other => format!("{other:?}"),
     }
-}
-
-fn layer_pattern(pattern: &str, i: usize) -> String {
-    pattern.replace("{i}", &i.to_string())
 }
 
 impl Model {
@@ -258,199 +274,35 @@ impl Model {
         provider: Provider,
         provider_note: Option<String>,
     ) -> Result<Self> {
-        let path = package.onnx_path();
+        let io = graph_io::map(&session, &package)?;
+        let (kv_heads, head_dim) = cache_geometry(&session, &package, &io)?;
+        let describe_all = |list: &[ort::value::Outlet]| {
+            list.iter()
+                .map(|o| IoDescription {
+                    name: o.name().into(),
+                    ty: describe(o.dtype()),
+                })
+                .collect::<Vec<_>>()
+        };
+        let inputs_desc = describe_all(session.inputs());
+        let outputs_desc = describe_all(session.outputs());
         let m = &package.manifest;
-        let io = &m.io;
-        let input_names: Vec<String> = session
-            .inputs()
-            .iter()
-            .map(|i| i.name().to_string())
-            .collect();
-        let output_names: Vec<String> = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
-        let inputs_desc = session
-            .inputs()
-            .iter()
-            .map(|o| IoDescription {
-                name: o.name().into(),
-                ty: describe(o.dtype()),
-            })
-            .collect();
-        let outputs_desc = session
-            .outputs()
-            .iter()
-            .map(|o| IoDescription {
-                name: o.name().into(),
-                ty: describe(o.dtype()),
-            })
-            .collect();
-
-        let missing = |kind: &'static str, name: &str, hint: &str| {
-            let list = if kind == "input" {
-                &input_names
-            } else {
-                &output_names
-            };
-            Error::MissingIo {
-                path: path.clone(),
-                kind,
-                name: name.to_string(),
-                available: abbreviate(list),
-                hint: hint.to_string(),
-            }
+        let layout = OutputLayout {
+            onnx: package.onnx_path(),
+            logits: io.logits.clone(),
+            hidden: io.hidden.clone(),
+            layers: io.layer_names.clone(),
+            vocab: m.vocab_size,
+            width: m.hidden_size,
         };
-
-        // Count layers from the graph itself.
-        let num_layers = (0..)
-            .take_while(|i| input_names.contains(&layer_pattern(&io.past_key, *i)))
-            .count();
-        if num_layers == 0 {
-            return Err(missing(
-                "input",
-                &layer_pattern(&io.past_key, 0),
-                "; ngsd needs a decoder exported with a KV cache (Optimum task `text-generation-with-past`)",
-            ));
-        }
-        if num_layers != m.num_layers {
-            return Err(Error::Unsupported {
-                path,
-                reason: format!(
-                    "the manifest says {} layers but the graph has {num_layers} key/value cache inputs",
-                    m.num_layers
-                ),
-            });
-        }
-
-        let mut slots = Vec::with_capacity(input_names.len());
-        let mut past_order = Vec::new();
-        for name in &input_names {
-            let slot = if *name == io.input_ids {
-                InputSlot::InputIds
-            } else if *name == io.attention_mask {
-                InputSlot::AttentionMask
-            } else if *name == io.position_ids {
-                InputSlot::PositionIds
-            } else if let Some(j) = (0..num_layers).find_map(|i| {
-                if *name == layer_pattern(&io.past_key, i) {
-                    Some(2 * i)
-                } else if *name == layer_pattern(&io.past_value, i) {
-                    Some(2 * i + 1)
-                } else {
-                    None
-                }
-            }) {
-                past_order.push(j);
-                InputSlot::Past(j)
-            } else {
-                return Err(Error::Unsupported {
-                    path,
-                    reason: format!(
-                        "it has an input `{name}` that ngsd does not know how to feed \
-                         (merged decoders with `use_cache_branch` are not supported: export the plain \
-                         with-past decoder)"
-                    ),
-                });
-            };
-            slots.push(slot);
-        }
-        if !slots.iter().any(|s| matches!(s, InputSlot::InputIds)) {
-            return Err(missing("input", &io.input_ids, ""));
-        }
-        for i in 0..num_layers {
-            if !past_order.contains(&(2 * i + 1)) {
-                return Err(missing("input", &layer_pattern(&io.past_value, i), ""));
-            }
-        }
-        // Element types: ids int64, cache f32.
-        for (outlet, slot) in session.inputs().iter().zip(&slots) {
-            let want = match slot {
-                InputSlot::Past(_) => TensorElementType::Float32,
-                _ => TensorElementType::Int64,
-            };
-            if let ValueType::Tensor { ty, .. } = outlet.dtype()
-                && *ty != want
-            {
-                return Err(Error::Unsupported {
-                    path,
-                    reason: format!(
-                        "input `{}` is {ty:?}; ngsd feeds {want:?} (export the model with float32 inputs and cache)",
-                        outlet.name()
-                    ),
-                });
-            }
-        }
-
-        if !output_names.contains(&io.logits) {
-            return Err(missing("output", &io.logits, ""));
-        }
-        let mut present_names = Vec::with_capacity(2 * num_layers);
-        for i in 0..num_layers {
-            for pattern in [&io.present_key, &io.present_value] {
-                let name = layer_pattern(pattern, i);
-                if !output_names.contains(&name) {
-                    return Err(missing("output", &name, ""));
-                }
-                present_names.push(name);
-            }
-        }
-        let hidden_name = match &io.hidden {
-            Some(h) if output_names.contains(h) => Some(h.clone()),
-            Some(h) if package.source == ManifestSource::Ngsd => {
-                return Err(missing(
-                    "output",
-                    h,
-                    "; the manifest names it: add it with `cargo xtask export-hidden <model.onnx>`, \
-                     or fix `io.hidden` in the manifest",
-                ));
-            }
-            _ => None,
-        };
-
-        let (exported_layers, layer_names) =
-            layer_outputs(&io.hidden_layers, &output_names, num_layers, &path)?;
-
-        // Cache geometry from the graph (dims 1 and 3 of past key), falling back to the manifest.
-        let (mut kv_heads, mut head_dim) = (m.num_kv_heads, m.head_dim);
-        if let Some(outlet) = session
-            .inputs()
-            .iter()
-            .find(|o| o.name() == layer_pattern(&io.past_key, 0))
-            && let ValueType::Tensor { shape, .. } = outlet.dtype()
-            && shape.len() == 4
-        {
-            if shape[1] > 0 {
-                kv_heads = shape[1] as usize;
-            }
-            if shape[3] > 0 {
-                head_dim = shape[3] as usize;
-            }
-        }
-        if kv_heads != m.num_kv_heads || head_dim != m.head_dim {
-            return Err(Error::Unsupported {
-                path,
-                reason: format!(
-                    "the manifest says {} kv heads × {} head dim but the graph's cache is {kv_heads} × {head_dim}",
-                    m.num_kv_heads, m.head_dim
-                ),
-            });
-        }
-
+        let read_back = std::iter::once(io.logits.clone())
+            .chain(io.hidden.clone())
+            .chain(io.layer_names.iter().cloned())
+            .collect();
         Ok(Model {
-            slots,
-            layout: OutputLayout {
-                onnx: path,
-                logits: io.logits.clone(),
-                hidden: hidden_name,
-                layers: layer_names,
-                vocab: m.vocab_size,
-                width: m.hidden_size,
-            },
-            exported_layers,
-            present_names,
-            num_layers,
+            layout,
+            read_back,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
             kv_heads,
             head_dim,
             vocab: m.vocab_size,
@@ -459,6 +311,7 @@ impl Model {
             provider_note,
             inputs_desc,
             outputs_desc,
+            io,
             session,
             package,
             ids_buf: Vec::new(),
@@ -490,12 +343,27 @@ impl Model {
     /// The decoder layers (0-based, ascending) whose residual stream the graph exports; a
     /// forward pass writes them into [`ForwardOut::layers`] in this order.
     pub fn exported_layers(&self) -> &[usize] {
-        &self.exported_layers
+        &self.io.exported_layers
     }
 
     /// Number of decoder layers.
     pub fn num_layers(&self) -> usize {
-        self.num_layers
+        self.io.num_layers
+    }
+
+    /// Whether the graph keeps its cache in one preallocated buffer per layer (a fused graph).
+    pub fn has_shared_cache(&self) -> bool {
+        self.io.shared_kv
+    }
+
+    /// Tokens per chunk of [`Model::prefill`] (default [`DEFAULT_PREFILL_CHUNK`]).
+    pub fn prefill_chunk(&self) -> usize {
+        self.prefill_chunk
+    }
+
+    /// Sets the tokens per chunk of [`Model::prefill`] (at least 1).
+    pub fn set_prefill_chunk(&mut self, tokens: usize) {
+        self.prefill_chunk = tokens.max(1);
     }
 
     /// Longest supported sequence.
@@ -540,15 +408,41 @@ impl Model {
 
     /// A fresh, empty cache for one sequence.
     pub fn new_cache(&self) -> Result<KvCache> {
-        let shape = [1usize, self.kv_heads, 0, self.head_dim];
-        let past = (0..2 * self.num_layers)
-            .map(|_| {
-                Tensor::<f32>::from_array((shape, Vec::<f32>::new()))
-                    .map(|t| t.into_dyn())
-                    .map_err(Error::run)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { past, len: 0 })
+        self.cache_with_capacity(0)
+    }
+
+    /// A fresh, empty cache with room for `positions` before it must grow (fused graphs
+    /// preallocate; Optimum graphs grow every step anyway).
+    pub fn cache_with_capacity(&self, positions: usize) -> Result<KvCache> {
+        let store = if self.io.shared_kv {
+            Store::Shared(Box::new(SharedKv::new(
+                &self.session,
+                &self.shared_names(),
+                self.kv_heads,
+                self.head_dim,
+                positions,
+                self.max_context(),
+            )?))
+        } else {
+            let shape = [1usize, self.kv_heads, 0, self.head_dim];
+            Store::Values(
+                (0..2 * self.io.num_layers)
+                    .map(|_| {
+                        Tensor::<f32>::from_array((shape, Vec::<f32>::new()))
+                            .map(|t| t.into_dyn())
+                            .map_err(Error::run)
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        };
+        Ok(KvCache { store, len: 0 })
+    }
+
+    fn shared_names(&self) -> SharedNames<'_> {
+        SharedNames {
+            past: &self.io.past_names,
+            present: &self.io.present_names,
+        }
     }
 
     /// Feeds `ids` after what `cache` holds, extends the cache, and writes the logits (and hidden
@@ -560,14 +454,30 @@ impl Model {
         positions: Positions,
         out: &mut ForwardOut,
     ) -> Result<()> {
-        cache.past = self.run(&cache.past, cache.len, ids, positions, out)?;
+        self.check_length(cache.len, ids)?;
+        let len = cache.len;
+        match &mut cache.store {
+            Store::Values(past) => {
+                *past = self.run_values(past, len, ids, positions, out)?;
+            }
+            Store::Shared(kv) => {
+                kv.reserve(
+                    &self.session,
+                    &self.shared_names(),
+                    len,
+                    len + ids.len(),
+                    self.max_context(),
+                )?;
+                self.run_shared(kv, len, ids, positions, out)?;
+            }
+        }
         cache.len += ids.len();
         Ok(())
     }
 
     /// Like [`Model::forward`], but leaves `prefix` as it is and returns a new cache holding
     /// the prefix and `ids`: one shared prefix (say, a system prompt) serves many sequences
-    /// without being recomputed or copied beforehand.
+    /// without being recomputed (a fused graph's cache copies the prefix's rows).
     pub fn forward_from(
         &mut self,
         prefix: &KvCache,
@@ -575,16 +485,80 @@ impl Model {
         positions: Positions,
         out: &mut ForwardOut,
     ) -> Result<KvCache> {
-        let past = self.run(&prefix.past, prefix.len, ids, positions, out)?;
+        self.check_length(prefix.len, ids)?;
+        let store = match &prefix.store {
+            Store::Values(past) => {
+                Store::Values(self.run_values(past, prefix.len, ids, positions, out)?)
+            }
+            Store::Shared(kv) => {
+                let mut copy = kv.copy(
+                    &self.session,
+                    &self.shared_names(),
+                    prefix.len,
+                    prefix.len + ids.len(),
+                    self.max_context(),
+                )?;
+                self.run_shared(&mut copy, prefix.len, ids, positions, out)?;
+                Store::Shared(Box::new(copy))
+            }
+        };
         Ok(KvCache {
-            past,
+            store,
             len: prefix.len + ids.len(),
         })
     }
 
-    /// One forward pass after `past` (holding `past_len` positions); returns the present
-    /// key/value tensors.
-    fn run(
+    /// [`Model::forward`] in chunks of [`Model::prefill_chunk`] tokens, asking `should_stop`
+    /// before each chunk after the first: a long prompt can be abandoned (a cancelled request, a
+    /// passed deadline) within one chunk's time. `out` receives what `positions` asks for over
+    /// the whole of `ids`, as one forward pass would write it.
+    pub fn prefill(
+        &mut self,
+        cache: &mut KvCache,
+        ids: &[u32],
+        positions: Positions,
+        out: &mut ForwardOut,
+        should_stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Prefill> {
+        let chunk = self.prefill_chunk;
+        if ids.len() <= chunk {
+            self.forward(cache, ids, positions, out)?;
+            return Ok(Prefill::Done);
+        }
+        self.check_length(cache.len, ids)?;
+        let mut part = ForwardOut::default();
+        out.clear();
+        for (k, piece) in ids.chunks(chunk).enumerate() {
+            if k > 0 && should_stop() {
+                return Ok(Prefill::Stopped { fed: k * chunk });
+            }
+            let last = (k + 1) * chunk >= ids.len();
+            self.forward(cache, piece, positions, &mut part)?;
+            out.append(&part, positions, last);
+        }
+        Ok(Prefill::Done)
+    }
+
+    fn check_length(&self, past_len: usize, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument {
+                name: "input ids",
+                reason: "a forward pass needs at least one token".into(),
+            });
+        }
+        let total = past_len + ids.len();
+        if total > self.max_context() {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: total,
+                max_context: self.max_context(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One forward pass of an Optimum-style graph after `past` (holding `past_len` positions);
+    /// returns the present key/value tensors.
+    fn run_values(
         &mut self,
         past: &[DynValue],
         past_len: usize,
@@ -592,20 +566,8 @@ impl Model {
         positions: Positions,
         out: &mut ForwardOut,
     ) -> Result<Vec<DynValue>> {
-        if ids.is_empty() {
-            return Err(Error::InvalidArgument {
-                name: "input ids",
-                reason: "a forward pass needs at least one token".into(),
-            });
-        }
         let n = ids.len();
         let total = past_len + n;
-        if total > self.max_context() {
-            return Err(Error::ContextOverflow {
-                prompt_tokens: total,
-                max_context: self.max_context(),
-            });
-        }
         self.ids_buf.clear();
         self.ids_buf.extend(ids.iter().map(|&t| i64::from(t)));
         self.mask_buf.resize(total, 1);
@@ -614,7 +576,7 @@ impl Model {
 
         let Model {
             session,
-            slots,
+            io,
             ids_buf,
             mask_buf,
             pos_buf,
@@ -623,8 +585,8 @@ impl Model {
         } = self;
         let shape_ids = [1usize, n];
         let shape_mask = [1usize, total];
-        let mut inputs: Vec<SessionInputValue<'_>> = Vec::with_capacity(slots.len());
-        for slot in slots.iter() {
+        let mut inputs: Vec<SessionInputValue<'_>> = Vec::with_capacity(io.slots.len());
+        for slot in io.slots.iter() {
             let value: SessionInputValue<'_> = match slot {
                 InputSlot::InputIds => TensorRef::from_array_view((shape_ids, &ids_buf[..]))
                     .map_err(Error::run)?
@@ -638,13 +600,18 @@ impl Model {
                     .map_err(Error::run)?
                     .into(),
                 InputSlot::Past(j) => (&past[*j]).into(),
+                other => {
+                    return Err(Error::Run(format!(
+                        "input {other:?} belongs to a fused graph, which this graph is not"
+                    )));
+                }
             };
             inputs.push(value);
         }
         let mut outputs = session.run(&inputs[..]).map_err(Error::run)?;
         drop(inputs);
-        layout.copy(&outputs, n, positions, out)?;
-        self.present_names
+        layout.copy(&outputs, n, n, positions, out)?;
+        io.present_names
             .iter()
             .map(|name| {
                 outputs
@@ -653,6 +620,94 @@ impl Model {
             })
             .collect()
     }
+
+    /// One forward pass of a fused graph: the cache buffers are already bound (and large
+    /// enough); binds this step's small inputs and reads back the requested rows.
+    fn run_shared(
+        &mut self,
+        kv: &mut SharedKv,
+        past_len: usize,
+        ids: &[u32],
+        positions: Positions,
+        out: &mut ForwardOut,
+    ) -> Result<()> {
+        let n = ids.len();
+        let total = past_len + n;
+        let keep = match positions {
+            Positions::All => n,
+            Positions::Last | Positions::AllHidden => 1,
+        };
+        kv.rebind_read_back(&self.read_back)?;
+        let binding = &mut kv.binding;
+        for (slot, name) in self.io.slots.iter().zip(&self.io.input_names) {
+            let bound = match slot {
+                InputSlot::InputIds => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array((
+                        [1usize, n],
+                        ids.iter().map(|&t| i64::from(t)).collect::<Vec<_>>(),
+                    ))
+                    .map_err(Error::run)?,
+                ),
+                InputSlot::SeqLensK => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array(([1usize], vec![total as i32 - 1])).map_err(Error::run)?,
+                ),
+                InputSlot::TotalSequenceLength => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array(((), vec![total as i32])).map_err(Error::run)?,
+                ),
+                InputSlot::LogitsToKeep => binding.bind_input(
+                    name.as_str(),
+                    &Tensor::from_array(([1usize], vec![keep as i64])).map_err(Error::run)?,
+                ),
+                InputSlot::Past(_) => Ok(()),
+                other => {
+                    return Err(Error::Run(format!(
+                        "input {other:?} belongs to an Optimum-style graph, which this graph is not"
+                    )));
+                }
+            };
+            bound.map_err(Error::run)?;
+        }
+        let outputs = self.session.run_binding(binding).map_err(Error::run)?;
+        self.layout.copy(&outputs, n, keep, positions, out)
+    }
+}
+
+/// Cache geometry (kv heads, head dim) from the graph's first past key input (dims 1 and 3),
+/// which must agree with the manifest.
+fn cache_geometry(
+    session: &Session,
+    package: &ModelPackage,
+    io: &GraphIo,
+) -> Result<(usize, usize)> {
+    let m = &package.manifest;
+    let (mut kv_heads, mut head_dim) = (m.num_kv_heads, m.head_dim);
+    if let Some(outlet) = session
+        .inputs()
+        .iter()
+        .find(|o| Some(o.name()) == io.past_names.first().map(String::as_str))
+        && let ValueType::Tensor { shape, .. } = outlet.dtype()
+        && shape.len() == 4
+    {
+        if shape[1] > 0 {
+            kv_heads = shape[1] as usize;
+        }
+        if shape[3] > 0 {
+            head_dim = shape[3] as usize;
+        }
+    }
+    if kv_heads != m.num_kv_heads || head_dim != m.head_dim {
+        return Err(Error::Unsupported {
+            path: package.onnx_path(),
+            reason: format!(
+                "the manifest says {} kv heads × {} head dim but the graph's cache is {kv_heads} × {head_dim}",
+                m.num_kv_heads, m.head_dim
+            ),
+        });
+    }
+    Ok((kv_heads, head_dim))
 }
 
 /// The outputs a step reads, and their widths.
@@ -668,19 +723,22 @@ struct OutputLayout {
 }
 
 impl OutputLayout {
-    /// Copies the reported rows of logits, final hidden state and layer outputs into `out`.
+    /// Copies the reported rows of logits, final hidden state and layer outputs into `out`,
+    /// for `n` fed positions of which the graph returned logits for the last `logit_rows`.
     fn copy(
         &self,
         outputs: &ort::session::SessionOutputs<'_>,
         n: usize,
+        logit_rows: usize,
         positions: Positions,
         out: &mut ForwardOut,
     ) -> Result<()> {
         let (first, first_hidden) = positions.first_rows(n);
-        let logits = self.extract(outputs, &self.logits, n, self.vocab)?;
+        let logits = self.extract(outputs, &self.logits, logit_rows, self.vocab)?;
         out.rows = n - first;
         out.logits.clear();
-        out.logits.extend_from_slice(&logits[first * self.vocab..]);
+        out.logits
+            .extend_from_slice(&logits[(logit_rows - out.rows) * self.vocab..]);
         out.hidden_rows = n - first_hidden;
         out.hidden.clear();
         let from = first_hidden * self.width;
@@ -718,56 +776,4 @@ impl OutputLayout {
         }
         Ok(data)
     }
-}
-
-/// The exported layers and their output names: the manifest's `io.hidden_layers` when it lists
-/// any (each must be a graph output), else the graph's outputs named `hidden_states.{L}`.
-fn layer_outputs(
-    listed: &std::collections::BTreeMap<usize, String>,
-    output_names: &[String],
-    num_layers: usize,
-    path: &Path,
-) -> Result<(Vec<usize>, Vec<String>)> {
-    let mut found: Vec<(usize, String)> = if listed.is_empty() {
-        output_names
-            .iter()
-            .filter_map(|name| {
-                let layer = name.strip_prefix("hidden_states.")?.parse::<usize>().ok()?;
-                (layer < num_layers).then(|| (layer, name.clone()))
-            })
-            .collect()
-    } else {
-        listed.iter().map(|(l, name)| (*l, name.clone())).collect()
-    };
-    found.sort();
-    for (layer, name) in &found {
-        if *layer >= num_layers || !output_names.contains(name) {
-            return Err(Error::MissingIo {
-                path: path.to_path_buf(),
-                kind: "output",
-                name: name.clone(),
-                available: abbreviate(output_names),
-                hint: format!(
-                    "; the manifest lists it for layer {layer} of {num_layers}: reconvert with \
-                     `cargo xtask setup --force`, add it with `cargo xtask export-hidden --layers`, \
-                     or fix `io.hidden_layers` in the manifest"
-                ),
-            });
-        }
-    }
-    Ok(found.into_iter().unzip())
-}
-
-fn abbreviate(names: &[String]) -> String {
-    const SHOW: usize = 8;
-    let mut s = names
-        .iter()
-        .take(SHOW)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOW {
-        s.push_str(&format!(", … {} more", names.len() - SHOW));
-    }
-    s
 }

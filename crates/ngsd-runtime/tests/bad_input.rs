@@ -139,6 +139,31 @@ fn manifest_names_an_output_the_model_lacks() {
 }
 
 #[test]
+fn manifest_lists_a_layer_output_the_model_lacks() {
+    let tmp = common::temp_dir();
+    package_copy(
+        tmp.path(),
+        |m| m["io"]["hidden_layers"]["7"] = "hidden_states.7".into(),
+        &[],
+    );
+    let err = load_err(tmp.path());
+    assert!(
+        err.starts_with(&format!(
+            "model {}/model.onnx has no output named `hidden_states.7` (it has: logits, ",
+            tmp.path().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            "; the manifest lists it for layer 7 of 30: reconvert with `cargo xtask setup --force`, \
+             add it with `cargo xtask export-hidden --layers`, or fix `io.hidden_layers` in the manifest"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn manifest_with_an_unknown_key_or_format() {
     let tmp = common::temp_dir();
     package_copy(tmp.path(), |m| m["colour"] = "blue".into(), &[]);

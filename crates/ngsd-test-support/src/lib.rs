@@ -45,6 +45,11 @@ pub fn model_dir_int8() -> PathBuf {
     installed("NGSD_TEST_MODEL_INT8", "int8")
 }
 
+/// The q4 default model, the fused exact-weight graph (or `NGSD_TEST_MODEL_Q4`).
+pub fn model_dir_q4() -> PathBuf {
+    installed("NGSD_TEST_MODEL_Q4", "q4")
+}
+
 /// A folder under the system temp dir that is removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()

