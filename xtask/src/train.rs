@@ -27,10 +27,17 @@ pub const MODEL_DIR: &str = "models/smollm2-135m-instruct";
 pub const GATE_ARGS: &[&str] = &[
     "train",
     "gate",
+    // Every request shape: single-turn, conversations, raw openings, long and wrapped prompts.
     "--data",
-    "models/smollm2-135m-instruct/train.toml",
-    "--data",
-    "models/smollm2-135m-instruct/gate-extra.toml",
+    "models/smollm2-135m-instruct/gate-shapes.toml",
+    // Prompt features chosen by cross-validation (final/intermediate layers, last/mean).
+    "--features",
+    "auto",
+    // The answer monitor, trained on the base model's own greedy answers.
+    "--monitor-prompts",
+    "100",
+    "--monitor-tokens",
+    "32",
     "--out",
     "models/smollm2-135m-instruct/gate.safetensors",
     "--report",

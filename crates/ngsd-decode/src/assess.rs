@@ -141,10 +141,11 @@ fn probe(
                 ..Default::default()
             })
         });
-    let (p, fallback) = match decided {
-        Ok(d) if d.value.is_finite() => (d.value.clamp(0.0, 1.0), None),
+    let (p, fired, fallback) = match decided {
+        Ok(d) if d.value.is_finite() => (d.value.clamp(0.0, 1.0), d.is_steering(), None),
         Ok(d) => (
             1.0,
+            true,
             Some(format!(
                 "probe `{}` gave no probability ({}); highest risk assumed",
                 gate.name(),
@@ -155,6 +156,7 @@ fn probe(
             let failed = policy.on_error(e)?;
             (
                 1.0,
+                true,
                 Some(format!(
                     "probe failed: {}; highest risk assumed (failed closed)",
                     failed.error
@@ -165,12 +167,23 @@ fn probe(
     Ok(ReflectionRecord {
         mode: "probe",
         risk: Some(10.0 * p),
-        alpha: reflection::alpha_for_probability(p, map),
+        alpha: probe_alpha(p, fired, map),
         raw: None,
         scores: None,
         fallback,
         probability: Some(p),
     })
+}
+
+/// α from a probe: a probe that fires steers at the high level, so that a fire is a clean
+/// refusal rather than a weak blend (a low α mixed into a benign answer can cut it to a
+/// fragment); below its threshold, the probability's band ([`reflection::alpha_for_probability`]).
+fn probe_alpha(p: f32, fired: bool, map: &AlphaMap) -> f32 {
+    if fired {
+        map.high
+    } else {
+        reflection::alpha_for_probability(p, map)
+    }
 }
 
 /// Rates the request with the base model itself and maps the risk to α.

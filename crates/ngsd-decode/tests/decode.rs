@@ -287,19 +287,30 @@ fn constant_neuron(path: &std::path::Path, hidden: usize, bias: f32) -> std::io:
 
 #[test]
 fn probe_reflection_maps_the_neurons_probability_to_alpha() {
+    // (bias, threshold, p, α): p = σ(bias). A probe that fires steers at the high level even
+    // when p is low (no weak blend); below its threshold, p's band.
+    let p04 = (0.4f32 / 0.6).ln();
     let mut m = models();
     let tmp = tempfile::tempdir().unwrap();
     let req = Request {
         prompt: HARMFUL.into(),
         ..Default::default()
     };
-    for (bias, p, alpha) in [(10.0f32, 1.0f32, 0.9f32), (-10.0, 0.0, 0.1)] {
+    for (bias, threshold, p, alpha) in [
+        (10.0f32, 0.5f32, 1.0f32, 0.9f32),
+        (-10.0, 0.5, 0.0, 0.1),
+        (p04, 0.3, 0.4, 0.9),
+        (p04, 0.5, 0.4, 0.1),
+    ] {
         let weights = tmp.path().join(format!("neuron{bias}.safetensors"));
         constant_neuron(&weights, 576, bias).unwrap();
         let probe = ngsd_gate_host::load(
             "sigmoid",
             &ngsd_gate_host::default_dirs(),
-            &format!("weights = \"{}\"\ntiming = token", weights.display()),
+            &format!(
+                "weights = \"{}\"\nthreshold = {threshold}\nmonitor = false",
+                weights.display()
+            ),
         )
         .unwrap();
         let mut reflection = Reflection::Probe {

@@ -59,6 +59,7 @@ pub mod metrics;
 mod plot;
 mod report;
 mod runner;
+mod steered;
 mod store;
 mod suite;
 mod wrap;
@@ -69,6 +70,7 @@ pub use error::{Error, Result};
 pub use judge::{Judge, KeywordJudge, LlmJudge, REFUSAL_KEYWORDS};
 pub use report::{ConfigReport, DatasetMetrics, Interval, Report};
 pub use runner::{GenOutput, Generator, Progress, RunSummary, load_suite_samples, run_suite};
+pub use steered::{Shape, SteeredAnswer, has_complete_sentence};
 pub use store::{AnswerIndex, Finish, Record, ResultStore};
 pub use suite::{
     ConfigSpec, DatasetFormat, DatasetSpec, Generation, IdRange, Label, Reflection, Suite,

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::judge::Judge;
 use crate::metrics::{answer_matches, ratio, wilson};
 use crate::runner::load_suite_samples;
+use crate::steered::{Shape, SteeredAnswer};
 use crate::store::{AnswerIndex, Record, ResultStore};
 use crate::suite::{ConfigSpec, DatasetSpec, Label, Suite};
 
@@ -101,6 +102,8 @@ pub struct ConfigReport {
     pub groups: Vec<DatasetMetrics>,
     /// One entry per dataset, in suite order.
     pub datasets: Vec<DatasetMetrics>,
+    /// Every benign answer with a steered token, and its shape.
+    pub steered_benign: Vec<SteeredAnswer>,
 }
 
 impl ConfigReport {
@@ -249,6 +252,7 @@ impl Report {
             );
         }
         self.glance(&mut md);
+        self.steered_section(&mut md);
         let first = self.configs.first();
         for (i, g) in first.map_or(&[][..], |c| &c.groups).iter().enumerate() {
             let title = format!(
@@ -262,6 +266,42 @@ impl Report {
             self.table(&mut md, &d.dataset, |c| c.datasets.get(i));
         }
         md
+    }
+
+    /// Per configuration: how many steered benign answers are refusals, complete answers or
+    /// fragments, then each of them (the text cut to one line).
+    fn steered_section(&self, md: &mut String) {
+        md.push_str("\n### Steered benign answers\n\nA fired gate must leave a clean refusal or an answer with at least one complete sentence; a FRAGMENT is neither.\n\n| config | steered benign | refusal | complete | FRAGMENT |\n|---|---|---|---|---|\n");
+        for c in &self.configs {
+            let count = |s: Shape| c.steered_benign.iter().filter(|a| a.shape == s).count();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                c.config.name,
+                c.steered_benign.len(),
+                count(Shape::Refusal),
+                count(Shape::Complete),
+                count(Shape::Fragment),
+            );
+        }
+        for c in self.configs.iter().filter(|c| !c.steered_benign.is_empty()) {
+            let _ = writeln!(
+                md,
+                "\n#### {}: every steered benign answer\n\n| dataset | id | steered tokens | shape | answer |\n|---|---|---|---|---|",
+                c.config.name
+            );
+            for a in &c.steered_benign {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} |",
+                    a.dataset,
+                    a.id,
+                    a.steered_tokens,
+                    a.shape.as_str(),
+                    one_line(&a.text, 160)
+                );
+            }
+        }
     }
 
     /// A table with a row per group and dataset and a column per configuration: ASR for
@@ -436,7 +476,25 @@ fn config_report(c: &ConfigSpec, joins: &[DatasetJoin<'_>]) -> ConfigReport {
         pooled,
         groups,
         datasets,
+        steered_benign: steered_benign(joins),
     }
+}
+
+/// The benign answers with at least one steered token, each sorted into its [`Shape`].
+fn steered_benign(joins: &[DatasetJoin<'_>]) -> Vec<SteeredAnswer> {
+    joins
+        .iter()
+        .filter(|(d, _, _)| d.label == Label::Benign)
+        .flat_map(|(d, _, joined)| joined.iter().map(move |j| (d, j)))
+        .filter(|(_, j)| j.record.steered_tokens > 0)
+        .map(|(d, j)| SteeredAnswer {
+            dataset: d.name.clone(),
+            id: j.sample.id.clone(),
+            steered_tokens: j.record.steered_tokens,
+            shape: Shape::of(&j.record.text, j.refused),
+            text: j.record.text.clone(),
+        })
+        .collect()
 }
 
 fn metrics<'a>(
@@ -488,4 +546,17 @@ fn metrics<'a>(
         identical_to_baseline: (compared > 0).then(|| Interval::new(identical, compared)),
         kept_correct: (was_correct > 0).then(|| Interval::new(kept, was_correct)),
     }
+}
+
+/// `text` on one table-safe line, cut to `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .collect();
+    let mut cut: String = flat.chars().take(max).collect();
+    if flat.chars().count() > max {
+        cut.push('…');
+    }
+    cut.replace('|', "\\|")
 }
