@@ -71,6 +71,15 @@ fn agree(docs: &[Value], serve_help: &str, dockerfile: &str) -> Result<()> {
     let deployment = kind(docs, "Deployment")?;
     let pod = &deployment["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
+    let port = serve_port(container, serve_help)?;
+    container_ports_and_probes(container, port)?;
+    scrape_annotations(&pod["metadata"]["annotations"], port)?;
+    image_and_dockerfile(container, dockerfile, port)?;
+    service_and_autoscaler(docs, deployment)
+}
+
+/// The container runs `ngsd serve` with flags it accepts, listening on 0.0.0.0; the port.
+fn serve_port(container: &Value, serve_help: &str) -> Result<u64> {
     let args: Vec<&str> = container["args"]
         .as_array()
         .context("the container has no args")?
@@ -100,6 +109,11 @@ fn agree(docs: &[Value], serve_help: &str, dockerfile: &str) -> Result<()> {
         "--addr {addr} is not reachable from other pods"
     );
     let port: u64 = port.parse().context("--addr's port")?;
+    Ok(port)
+}
+
+/// The `http` container port is `--addr`'s, and both probes GET /healthz on it.
+fn container_ports_and_probes(container: &Value, port: u64) -> Result<()> {
     let ports = container["ports"]
         .as_array()
         .context("the container has no ports")?;
@@ -123,7 +137,11 @@ fn agree(docs: &[Value], serve_help: &str, dockerfile: &str) -> Result<()> {
             "{probe} probes another port"
         );
     }
-    let a = &pod["metadata"]["annotations"];
+    Ok(())
+}
+
+/// The pod is marked for Prometheus to scrape /metrics on the server's port.
+fn scrape_annotations(a: &Value, port: u64) -> Result<()> {
     ensure!(
         a["prometheus.io/scrape"] == "true",
         "the pod is not marked for scraping"
@@ -136,6 +154,11 @@ fn agree(docs: &[Value], serve_help: &str, dockerfile: &str) -> Result<()> {
         a["prometheus.io/port"].as_str() == Some(port.to_string().as_str()),
         "scrapes must use port {port}"
     );
+    Ok(())
+}
+
+/// The image is the one the Dockerfile builds (the workspace version), exposing the port.
+fn image_and_dockerfile(container: &Value, dockerfile: &str, port: u64) -> Result<()> {
     let image = container["image"]
         .as_str()
         .context("the container has no image")?;
@@ -152,6 +175,12 @@ fn agree(docs: &[Value], serve_help: &str, dockerfile: &str) -> Result<()> {
         dockerfile.contains(&format!("EXPOSE {port}")),
         "the Dockerfile does not expose {port}"
     );
+    Ok(())
+}
+
+/// The Service selects the Deployment's pods on the http port; the autoscaler scales the
+/// Deployment on CPU.
+fn service_and_autoscaler(docs: &[Value], deployment: &Value) -> Result<()> {
     let service = kind(docs, "Service")?;
     ensure!(
         service["spec"]["ports"][0]["targetPort"] == "http",

@@ -45,17 +45,7 @@ impl DecoderGenerator {
         let next = match self.experts.remove(key) {
             Some(e) => e,
             None => {
-                let spec = match key.parse()? {
-                    ExpertSpec::Head(None) => {
-                        ExpertSpec::Head(Some(self.trained.expert.clone().with_context(|| {
-                            format!(
-                                "expert `head` means the model's trained expert, but there is no {} for this model; use `head:FILE`",
-                                safety::EXPERT_FILE
-                            )
-                        })?))
-                    }
-                    other => other,
-                };
+                let spec = self.trained.resolve_expert(key.parse()?)?;
                 safety::build_expert(
                     &spec,
                     None,
@@ -83,11 +73,7 @@ impl Generator for DecoderGenerator {
         let key = Self::expert_key(config);
         self.select_expert(&key).map_err(|e| format!("{e:#}"))?;
         if !self.gates.contains_key(&config.name) {
-            let params = if config.gate == "sigmoid" {
-                safety::with_weights(&config.gate_config, self.trained.gate.as_deref())
-            } else {
-                config.gate_config.clone()
-            };
+            let params = self.trained.gate_params(&config.gate, &config.gate_config);
             let gate = safety::load_gate(&config.gate, &params, &self.dirs, &self.models.base)
                 .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?;
             self.gates.insert(config.name.clone(), gate);
@@ -97,15 +83,15 @@ impl Generator for DecoderGenerator {
                 ngsd_eval::Reflection::Off => Reflection::Fixed(config.alpha),
                 ngsd_eval::Reflection::Generative => Reflection::generative(),
                 ngsd_eval::Reflection::Probe => {
-                    let Some(weights) = self.trained.gate.as_deref() else {
+                    if self.trained.gate.is_none() {
                         return Err(format!(
                             "configuration `{}`: probe reflection needs the model's trained neuron ({}), and there is none",
                             config.name,
                             safety::GATE_FILE
                         )
                         .into());
-                    };
-                    let params = safety::with_weights("monitor = false", Some(weights));
+                    }
+                    let params = self.trained.gate_params("sigmoid", "monitor = false");
                     Reflection::Probe {
                         gate: safety::load_gate("sigmoid", &params, &self.dirs, &self.models.base)
                             .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?,
@@ -134,14 +120,20 @@ impl Generator for DecoderGenerator {
             tokens: out.tokens.len(),
             steered_tokens: out.summary.steered_tokens,
             expert_passes: out.summary.expert_forward_passes,
-            finish: match out.finish {
-                FinishReason::Eos => Finish::Eos,
-                FinishReason::MaxTokens => Finish::Length,
-                FinishReason::SafetyStop => Finish::EarlyStop,
-                FinishReason::Stop(_) => Finish::Stop,
-                FinishReason::ContextFull | FinishReason::Cancelled => Finish::Other,
-            },
+            finish: finish(&out.finish),
         })
+    }
+}
+
+/// How the stored answer ended. Only the decoder's safety stop is an early stop: a user's stop
+/// string is a plain stop, whatever its text (D2).
+fn finish(reason: &FinishReason) -> Finish {
+    match reason {
+        FinishReason::Eos => Finish::Eos,
+        FinishReason::MaxTokens => Finish::Length,
+        FinishReason::SafetyStop => Finish::EarlyStop,
+        FinishReason::Stop(_) => Finish::Stop,
+        FinishReason::ContextFull | FinishReason::Cancelled => Finish::Other,
     }
 }
 
@@ -274,4 +266,23 @@ pub fn run(
         eprintln!("wrote {}", f.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_string_like_the_early_stop_marker_is_a_plain_stop() {
+        for text in ["early stop", "[early stop]", "stop"] {
+            assert_eq!(
+                finish(&FinishReason::Stop(text.into())),
+                Finish::Stop,
+                "{text}"
+            );
+        }
+        assert_eq!(finish(&FinishReason::SafetyStop), Finish::EarlyStop);
+        assert_eq!(finish(&FinishReason::Eos), Finish::Eos);
+        assert_eq!(finish(&FinishReason::MaxTokens), Finish::Length);
+    }
 }

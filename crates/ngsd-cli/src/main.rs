@@ -1,5 +1,6 @@
 //! The `ngsd` command: generate text from ONNX-exported language models and inspect model packages.
 
+mod engine;
 mod eval;
 mod safety;
 mod serve;
@@ -300,7 +301,42 @@ pub(crate) fn load_model(
 }
 
 fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
-    args.model.apply(&mut raw);
+    apply_generate_flags(&args, &mut raw);
+    let gen_cfg = GenerateConfig::try_from(&raw)?;
+    let settings = ModelSettings::try_from(&raw)?;
+    let trained = safety::Trained::find(&settings.dir);
+    let mut safety = safety::SafetySettings::from_raw(&raw, gen_cfg, &trained)?;
+    safety.decode.trace = args.trace.is_some();
+    let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
+
+    let gate_names = [safety.gate.clone()];
+    let mut engine = engine::build(&settings, &safety, &gate_names, &dirs, &trained)?;
+    if engine.models.template.is_none() && !args.raw {
+        tracing::warn!("the model package has no chat template; feeding the prompt as raw text");
+    }
+    let request = ngsd_decode::Request {
+        prompt: args.prompt.clone(),
+        system: raw.system.clone(),
+        raw: args.raw,
+        ..Default::default()
+    };
+    let output = generate_to_stdout(&request, &mut engine)?;
+    if let Some(path) = &args.trace {
+        write_trace(path, &output)
+            .with_context(|| format!("writing the trace to {}", path.display()))?;
+    }
+    if args.explain {
+        eprintln!("[{}]", output.explain());
+    }
+    if args.stats {
+        print_stats(&output, &engine.models.base.provider().to_string());
+    }
+    Ok(())
+}
+
+/// The `generate` flags given on the command line replace the configured values.
+fn apply_generate_flags(args: &GenerateArgs, raw: &mut RawConfig) {
+    args.model.apply(raw);
     macro_rules! flag {
         ($($field:ident),*) => {$(
             if let Some(v) = &args.$field {
@@ -324,47 +360,32 @@ fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
     if !args.stop.is_empty() {
         raw.stop = Some(args.stop.clone());
     }
-    let gen_cfg = GenerateConfig::try_from(&raw)?;
-    let settings = ModelSettings::try_from(&raw)?;
-    let trained = safety::Trained::find(&settings.dir);
-    let mut safety = safety::SafetySettings::from_raw(&raw, gen_cfg, &trained)?;
-    safety.decode.trace = args.trace.is_some();
-    let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
+}
 
-    let (model, tokenizer, template) = load_model(&settings)?;
-    if template.is_none() && !args.raw {
-        tracing::warn!("the model package has no chat template; feeding the prompt as raw text");
-    }
-    let mut gate = safety::load_gate(&safety.gate, &safety.gate_params, &dirs, &model)?;
-    let mut reflection = safety::build_reflection(&safety.reflection, &dirs, &model)?;
-    let expert = safety::build_expert(
-        &safety.expert,
-        safety.expert_system.clone(),
-        &model,
-        &tokenizer,
-        &settings.options,
-    )?;
-    let mut models = ngsd_decode::Models {
-        base: model,
-        tokenizer,
-        template,
-        expert,
-    };
-    let request = ngsd_decode::Request {
-        prompt: args.prompt.clone(),
-        system: raw.system.clone(),
-        raw: args.raw,
-        ..Default::default()
-    };
-
+/// Decodes with the engine's default gate, streaming the answer to stdout (a closed pipe
+/// ends the writing, not the decoding), then a newline.
+fn generate_to_stdout(
+    request: &ngsd_decode::Request,
+    engine: &mut ngsd_server::Engine,
+) -> Result<ngsd_decode::Output> {
+    let ngsd_server::Engine {
+        models,
+        gates,
+        default_gate,
+        reflection,
+        decode,
+    } = engine;
+    let gate = gates
+        .get_mut(default_gate.as_str())
+        .context("the engine has no default gate")?;
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
     let output = ngsd_decode::generate(
-        &request,
-        &mut models,
+        request,
+        models,
         gate.as_mut(),
-        &mut reflection,
-        &safety.decode,
+        reflection,
+        decode,
         |piece| {
             if write_err.is_none()
                 && let Err(e) = stdout
@@ -382,32 +403,26 @@ fn cmd_generate(args: GenerateArgs, mut raw: RawConfig) -> Result<()> {
     }
     let _ = writeln!(stdout);
     let _ = stdout.flush();
-    drop(stdout);
-    if let Some(path) = &args.trace {
-        write_trace(path, &output)
-            .with_context(|| format!("writing the trace to {}", path.display()))?;
-    }
-    if args.explain {
-        eprintln!("[{}]", output.explain());
-    }
-    if args.stats {
-        let t = &output.summary.timings;
-        let decode_s = (t.total_ms - t.reflection_ms) / 1e3;
-        eprintln!(
-            "[{} prompt tokens, {} generated in {:.2} s ({:.1} tok/s; base {:.0} ms, expert {:.0} ms, gate {:.2} ms, reflection {:.0} ms), finish: {}, provider: {}]",
-            output.prompt_tokens,
-            output.tokens.len(),
-            decode_s,
-            output.tokens.len() as f64 / decode_s.max(1e-9),
-            t.base_ms,
-            t.expert_ms,
-            t.gate_ms,
-            t.reflection_ms,
-            output.summary.finish,
-            models.base.provider(),
-        );
-    }
-    Ok(())
+    Ok(output)
+}
+
+/// `--stats`: token counts, speed and where the time went, on stderr.
+fn print_stats(output: &ngsd_decode::Output, provider: &str) {
+    let t = &output.summary.timings;
+    let decode_s = (t.total_ms - t.reflection_ms) / 1e3;
+    eprintln!(
+        "[{} prompt tokens, {} generated in {:.2} s ({:.1} tok/s; base {:.0} ms, expert {:.0} ms, gate {:.2} ms, reflection {:.0} ms), finish: {}, provider: {}]",
+        output.prompt_tokens,
+        output.tokens.len(),
+        decode_s,
+        output.tokens.len() as f64 / decode_s.max(1e-9),
+        t.base_ms,
+        t.expert_ms,
+        t.gate_ms,
+        t.reflection_ms,
+        output.summary.finish,
+        provider,
+    );
 }
 
 /// Writes the trace as JSON lines (tokens, then the summary), atomically.

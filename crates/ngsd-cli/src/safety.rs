@@ -62,6 +62,31 @@ impl Trained {
             expert: pick(EXPERT_FILE),
         }
     }
+
+    /// Parameters for gate `name`: the `sigmoid` gate gets the trained neuron unless
+    /// `params` name weights of their own; other gates get `params` as they are.
+    pub fn gate_params(&self, name: &str, params: &str) -> String {
+        if name == "sigmoid" {
+            with_weights(params, self.gate.as_deref())
+        } else {
+            params.to_string()
+        }
+    }
+
+    /// The expert to build: `head` without a file means the trained expert.
+    pub fn resolve_expert(&self, spec: ExpertSpec) -> Result<ExpertSpec> {
+        match spec {
+            ExpertSpec::Head(None) => {
+                let file = self.expert.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid expert: `head` means the model's trained expert, but there is no {EXPERT_FILE} beside the model or in the checkout's models/<model name>/; train one with `ngsd train expert` and pass `head:FILE`"
+                    )
+                })?;
+                Ok(ExpertSpec::Head(Some(file)))
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 /// Adds `weights = "<path>"` to gate parameters that name none.
@@ -157,99 +182,20 @@ impl SafetySettings {
     /// trained expert the expert is `head`. Without them: the `lif` gate, the `prompt` expert
     /// and generative reflection.
     pub fn from_raw(raw: &RawConfig, generate: GenerateConfig, trained: &Trained) -> Result<Self> {
-        let expert: ExpertSpec = match raw.expert.as_deref() {
+        let expert = match raw.expert.as_deref() {
             Some(e) => e.parse()?,
             None if trained.expert.is_some() => ExpertSpec::Head(None),
             None => ExpertSpec::Prompt,
         };
-        let expert = match expert {
-            ExpertSpec::Head(None) => ExpertSpec::Head(Some(trained.expert.clone().ok_or_else(
-                || {
-                    anyhow::anyhow!(
-                        "invalid expert: `head` means the model's trained expert, but there is no {EXPERT_FILE} beside the model or in the checkout's models/<model name>/; train one with `ngsd train expert` and pass `head:FILE`"
-                    )
-                },
-            )?)),
-            other => other,
-        };
-        let mode = raw.reflection.as_deref();
-        if let Some(a) = raw.alpha {
-            if !(0.0..=1.0).contains(&a) || a.is_nan() {
-                bail!("invalid alpha: {a} is outside [0, 1]");
-            }
-            if matches!(mode, Some(m) if m != "off") {
-                bail!(
-                    "invalid alpha: --alpha sets a fixed α, but reflection is `{}`; use --reflection off with --alpha",
-                    mode.unwrap_or_default()
-                );
-            }
-        }
-        let reflection = match (mode, raw.alpha) {
-            (Some("off"), a) | (None, a @ Some(_)) => {
-                ReflectionSpec::Off(a.unwrap_or(DEFAULT_ALPHA))
-            }
-            (None, None) if trained.gate.is_some() => ReflectionSpec::Probe {
-                gate: "sigmoid".into(),
-                // The probe reads the prompt decision's probability; the gate itself monitors.
-                params: with_weights("monitor = false", trained.gate.as_deref()),
-            },
-            (Some("generative") | None, None) => ReflectionSpec::Generative {
-                budget: raw.reflection_budget.unwrap_or(64),
-                timeout: Duration::from_millis(raw.reflection_timeout_ms.unwrap_or(30_000)),
-            },
-            (Some("probe"), _) => ReflectionSpec::Probe {
-                gate: raw.probe.clone().unwrap_or_else(|| "sigmoid".into()),
-                params: {
-                    let p = raw.probe_config.clone().unwrap_or_default();
-                    if raw.probe.as_deref().is_none_or(|g| g == "sigmoid") {
-                        with_weights(&p, trained.gate.as_deref())
-                    } else {
-                        p
-                    }
-                },
-            },
-            (Some(other), _) => {
-                bail!("invalid reflection: unknown mode `{other}`; choose off, generative or probe")
-            }
-        };
-        if let ReflectionSpec::Generative { budget: 0, .. } = reflection {
-            bail!(
-                "invalid reflection-budget: 0; the rating needs at least a few tokens (default 64)"
-            );
-        }
-        let failure_policy: FailurePolicy = match raw.failure_policy.as_deref() {
-            Some(p) => p
-                .parse()
-                .map_err(|e| anyhow::anyhow!("invalid failure-policy: {e}"))?,
-            None => FailurePolicy::FailClosed,
-        };
-        let divergence: Divergence = match raw.divergence.as_deref() {
-            Some(d) => d.parse()?,
-            None => Divergence::TotalVariation,
-        };
-        let decode = DecodeConfig {
-            generate,
-            top_k: raw.top_k_merge.unwrap_or(64),
-            divergence,
-            failure_policy,
-            early_stop: if raw.early_stop.unwrap_or(true) {
-                Some(ngsd_decode::EarlyStop::default())
-            } else {
-                None
-            },
-            trace: false,
-            monitor_every: raw.monitor_every.unwrap_or(16),
-        };
-        decode.validate()?;
+        let expert = trained.resolve_expert(expert)?;
+        let reflection = reflection_spec(raw, trained)?;
+        let decode = decode_config(raw, generate)?;
         let gate = match &raw.gate {
             Some(g) => g.clone(),
             None if trained.gate.is_some() => DEFAULT_GATE.into(),
             None => UNTRAINED_GATE.into(),
         };
-        let mut gate_params = raw.gate_config.clone().unwrap_or_default();
-        if gate == "sigmoid" {
-            gate_params = with_weights(&gate_params, trained.gate.as_deref());
-        }
+        let gate_params = trained.gate_params(&gate, raw.gate_config.as_deref().unwrap_or(""));
         Ok(SafetySettings {
             gate,
             gate_params,
@@ -259,6 +205,76 @@ impl SafetySettings {
             decode,
         })
     }
+}
+
+/// How α is set: `--alpha` fixes it (reflection off); without a mode, the trained neuron
+/// probes when there is one, else the model rates the prompt (generative).
+fn reflection_spec(raw: &RawConfig, trained: &Trained) -> Result<ReflectionSpec> {
+    let mode = raw.reflection.as_deref();
+    if let Some(a) = raw.alpha {
+        if !(0.0..=1.0).contains(&a) || a.is_nan() {
+            bail!("invalid alpha: {a} is outside [0, 1]");
+        }
+        if matches!(mode, Some(m) if m != "off") {
+            bail!(
+                "invalid alpha: --alpha sets a fixed α, but reflection is `{}`; use --reflection off with --alpha",
+                mode.unwrap_or_default()
+            );
+        }
+    }
+    let reflection = match (mode, raw.alpha) {
+        (Some("off"), a) | (None, a @ Some(_)) => ReflectionSpec::Off(a.unwrap_or(DEFAULT_ALPHA)),
+        (None, None) if trained.gate.is_some() => ReflectionSpec::Probe {
+            gate: "sigmoid".into(),
+            // The probe reads the prompt decision's probability; the gate itself monitors.
+            params: trained.gate_params("sigmoid", "monitor = false"),
+        },
+        (Some("generative") | None, None) => ReflectionSpec::Generative {
+            budget: raw.reflection_budget.unwrap_or(64),
+            timeout: Duration::from_millis(raw.reflection_timeout_ms.unwrap_or(30_000)),
+        },
+        (Some("probe"), _) => {
+            let gate = raw.probe.clone().unwrap_or_else(|| "sigmoid".into());
+            let params = trained.gate_params(&gate, raw.probe_config.as_deref().unwrap_or(""));
+            ReflectionSpec::Probe { gate, params }
+        }
+        (Some(other), _) => {
+            bail!("invalid reflection: unknown mode `{other}`; choose off, generative or probe")
+        }
+    };
+    if let ReflectionSpec::Generative { budget: 0, .. } = reflection {
+        bail!("invalid reflection-budget: 0; the rating needs at least a few tokens (default 64)");
+    }
+    Ok(reflection)
+}
+
+/// The decoder's settings: merge width, divergence, failure policy, early stop, monitoring.
+fn decode_config(raw: &RawConfig, generate: GenerateConfig) -> Result<DecodeConfig> {
+    let failure_policy: FailurePolicy = match raw.failure_policy.as_deref() {
+        Some(p) => p
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid failure-policy: {e}"))?,
+        None => FailurePolicy::FailClosed,
+    };
+    let divergence: Divergence = match raw.divergence.as_deref() {
+        Some(d) => d.parse()?,
+        None => Divergence::TotalVariation,
+    };
+    let decode = DecodeConfig {
+        generate,
+        top_k: raw.top_k_merge.unwrap_or(64),
+        divergence,
+        failure_policy,
+        early_stop: if raw.early_stop.unwrap_or(true) {
+            Some(ngsd_decode::EarlyStop::default())
+        } else {
+            None
+        },
+        trace: false,
+        monitor_every: raw.monitor_every.unwrap_or(16),
+    };
+    decode.validate()?;
+    Ok(decode)
 }
 
 /// What gates get to know about the base model.
@@ -332,3 +348,6 @@ pub fn build_reflection(
         },
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,6 @@
 //! expert and reflection loaded per worker from the server's configuration only), then the
 //! server from ngsd-server.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +15,7 @@ use ngsd_runtime::{GenerateConfig, ModelPackage};
 use ngsd_server::{Engine, ServerConfig};
 
 use crate::settings::{self, ModelSettings, RawConfig};
-use crate::{ModelFlags, load_model, safety};
+use crate::{ModelFlags, engine, safety};
 
 /// Flags of `ngsd serve`; everything else comes from the config file or NGSD_* variables
 /// (`serve-*` keys, listed in README.md).
@@ -65,7 +64,60 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
-    args.model.apply(&mut raw);
+    apply_serve_flags(&args, &mut raw);
+    let mut model_settings = ModelSettings::try_from(&raw)?;
+    let package = ModelPackage::open(&model_settings.dir)
+        .with_context(|| format!("opening the model in {}", model_settings.dir.display()))?;
+    let generate = GenerateConfig::try_from(&raw)?;
+    let trained = safety::Trained::find(&model_settings.dir);
+    let safety = safety::SafetySettings::from_raw(&raw, generate.clone(), &trained)?;
+    let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
+    let config = server_config(&args, &raw, &generate, &package)?;
+    if !config.addr.ip().is_loopback() && config.api_key.is_none() {
+        tracing::warn!(
+            "listening on {}, reachable from other machines, without an API key; set serve-api-key (NGSD_SERVE_API_KEY)",
+            config.addr
+        );
+    }
+    // Each worker runs its own session: share the cores between them unless told otherwise.
+    if raw.threads.is_none() && config.workers > 1 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        model_settings.options.intra_threads = (cores / config.workers).max(1);
+    }
+    let gate_names = gate_names(&safety, &raw)?;
+    let factory = move |worker: usize| -> std::result::Result<
+        Engine,
+        Box<dyn std::error::Error + Send + Sync>,
+    > {
+        let engine = engine::build(&model_settings, &safety, &gate_names, &dirs, &trained)
+            .with_context(|| format!("worker {worker}"))
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(engine)
+    };
+    eprintln!(
+        "ngsd: loading {} worker(s) with model {} …",
+        config.workers,
+        package.dir.display()
+    );
+    let workers = config.workers;
+    let model_id = config.model_id.clone();
+    let key = config.api_key.is_some();
+    ngsd_server::run(config, Arc::new(factory), move |bound| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "ngsd: listening on http://{bound} (model `{model_id}`, {workers} worker(s){}); Ctrl-C or SIGTERM stops after in-flight requests",
+            if key { ", API key required" } else { "" }
+        );
+        let _ = out.flush();
+    })?;
+    eprintln!("ngsd: stopped");
+    Ok(())
+}
+
+/// The `serve` flags given on the command line replace the configured values.
+fn apply_serve_flags(args: &ServeArgs, raw: &mut RawConfig) {
+    args.model.apply(raw);
     if let Some(a) = &args.addr {
         raw.serve_addr = Some(a.clone());
     }
@@ -81,15 +133,15 @@ pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
     if !args.allow_gates.is_empty() {
         raw.serve_gates = Some(args.allow_gates.clone());
     }
+}
 
-    let mut model_settings = ModelSettings::try_from(&raw)?;
-    let package = ModelPackage::open(&model_settings.dir)
-        .with_context(|| format!("opening the model in {}", model_settings.dir.display()))?;
-    let generate = GenerateConfig::try_from(&raw)?;
-    let trained = safety::Trained::find(&model_settings.dir);
-    let safety = safety::SafetySettings::from_raw(&raw, generate.clone(), &trained)?;
-    let dirs = settings::gate_dirs(&args.gate_dirs, &raw);
-
+/// The server's settings from the configuration (`serve-*` keys) and the flags.
+fn server_config(
+    args: &ServeArgs,
+    raw: &RawConfig,
+    generate: &GenerateConfig,
+    package: &ModelPackage,
+) -> Result<ServerConfig> {
     let addr: SocketAddr = match raw.serve_addr.as_deref() {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         Some(a) => a.parse().map_err(|e| {
@@ -120,17 +172,11 @@ pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
         config.body_timeout = Duration::from_secs(t);
     }
     config.validate()?;
-    if !addr.ip().is_loopback() && config.api_key.is_none() {
-        tracing::warn!(
-            "listening on {addr}, reachable from other machines, without an API key; set serve-api-key (NGSD_SERVE_API_KEY)"
-        );
-    }
-    // Each worker runs its own session: share the cores between them unless told otherwise.
-    if raw.threads.is_none() && config.workers > 1 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        model_settings.options.intra_threads = (cores / config.workers).max(1);
-    }
+    Ok(config)
+}
 
+/// The default gate, then the other gates clients may choose (plugin names, not paths).
+fn gate_names(safety: &safety::SafetySettings, raw: &RawConfig) -> Result<Vec<String>> {
     let mut gate_names = vec![safety.gate.clone()];
     for g in raw.serve_gates.clone().unwrap_or_default() {
         if !gate_names.contains(&g) {
@@ -144,76 +190,5 @@ pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
             );
         }
     }
-    let factory = move |worker: usize| -> std::result::Result<
-        Engine,
-        Box<dyn std::error::Error + Send + Sync>,
-    > {
-        let engine = build_engine(&model_settings, &safety, &gate_names, &dirs, &trained)
-            .with_context(|| format!("worker {worker}"))
-            .map_err(|e| format!("{e:#}"))?;
-        Ok(engine)
-    };
-    eprintln!(
-        "ngsd: loading {} worker(s) with model {} …",
-        config.workers,
-        package.dir.display()
-    );
-    let workers = config.workers;
-    let model_id = config.model_id.clone();
-    let key = config.api_key.is_some();
-    ngsd_server::run(config, Arc::new(factory), move |bound| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "ngsd: listening on http://{bound} (model `{model_id}`, {workers} worker(s){}); Ctrl-C or SIGTERM stops after in-flight requests",
-            if key { ", API key required" } else { "" }
-        );
-        let _ = out.flush();
-    })?;
-    eprintln!("ngsd: stopped");
-    Ok(())
-}
-
-fn build_engine(
-    model_settings: &ModelSettings,
-    safety: &safety::SafetySettings,
-    gate_names: &[String],
-    dirs: &[PathBuf],
-    trained: &safety::Trained,
-) -> Result<Engine> {
-    let (model, tokenizer, template) = load_model(model_settings)?;
-    let mut gates = BTreeMap::new();
-    for name in gate_names {
-        // The default gate gets the configured parameters; the others their defaults (with the
-        // model's trained neuron for `sigmoid`).
-        let params = if *name == safety.gate {
-            safety.gate_params.clone()
-        } else if name == "sigmoid" {
-            safety::with_weights("", trained.gate.as_deref())
-        } else {
-            String::new()
-        };
-        let gate = safety::load_gate(name, &params, dirs, &model)?;
-        gates.insert(name.clone(), gate as Box<dyn ngsd_gate::Gate>);
-    }
-    let reflection = safety::build_reflection(&safety.reflection, dirs, &model)?;
-    let expert = safety::build_expert(
-        &safety.expert,
-        safety.expert_system.clone(),
-        &model,
-        &tokenizer,
-        &model_settings.options,
-    )?;
-    Ok(Engine {
-        models: ngsd_decode::Models {
-            base: model,
-            tokenizer,
-            template,
-            expert,
-        },
-        gates,
-        default_gate: safety.gate.clone(),
-        reflection,
-        decode: safety.decode.clone(),
-    })
+    Ok(gate_names)
 }

@@ -586,6 +586,38 @@ fn load_pairs(path: &Path) -> Result<Vec<RefusalPair>> {
 
 fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
     check_out(&args.out)?;
+    check_expert_args(args)?;
+    let examples = args.data.load()?;
+    let (pairs, benign) = expert_pairs(args, &examples)?;
+    let start = Instant::now();
+    let mut model = load_model_with_hidden(raw)?;
+    let head = LmHead::load(&model)?;
+    let mut meta = provenance(&model, &examples);
+    let (trained, report, t_fit) = fit_expert(args, &mut model, &head, &pairs, &benign)?;
+    meta.insert(
+        "heldout_refusal_accuracy".into(),
+        format!("{:.4}", report.heldout_refusal_accuracy),
+    );
+    meta.insert(
+        "heldout_benign_agreement".into(),
+        format!("{:.4}", report.heldout_benign_agreement),
+    );
+    let st = trained.to_safetensors(meta);
+    ngsd_fs::write_atomic(&args.out, &st.to_bytes())?;
+    write_report(args.report.as_deref(), &report)?;
+    print_expert_report(&report);
+    print_written(
+        &args.out,
+        start,
+        t_fit,
+        Instant::now(),
+        ["data", "optimisation"],
+    );
+    Ok(())
+}
+
+/// Rank, epochs and the benign weight are usable.
+fn check_expert_args(args: &TrainExpertArgs) -> Result<()> {
     if args.rank == 0 || args.epochs == 0 {
         bail!("--rank and --epochs must be at least 1");
     }
@@ -595,7 +627,15 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
             args.benign_weight
         );
     }
-    let examples = args.data.load()?;
+    Ok(())
+}
+
+/// The (harmful prompt, refusal) pairs (from --pairs, and each harmful prompt paired with a
+/// refusal drawn with the seed) and the benign prompts.
+fn expert_pairs(
+    args: &TrainExpertArgs,
+    examples: &[Example],
+) -> Result<(Vec<RefusalPair>, Vec<String>)> {
     let mut refusals = Vec::new();
     for path in &args.refusals {
         refusals.extend(
@@ -643,10 +683,18 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
             benign.len()
         );
     }
-    let start = Instant::now();
-    let mut model = load_model_with_hidden(raw)?;
-    let head = LmHead::load(&model)?;
-    let meta = provenance(&model, &examples);
+    Ok((pairs, benign))
+}
+
+/// Teacher-forces the pairs and benign prompts through the base model and fits the adapter;
+/// also returns when the fit began.
+fn fit_expert(
+    args: &TrainExpertArgs,
+    model: &mut ngsd_runtime::Model,
+    head: &LmHead,
+    pairs: &[RefusalPair],
+    benign: &[String],
+) -> Result<(expert::TrainedExpert, expert::ExpertReport, Instant)> {
     let cfg = ExpertTrainConfig {
         rank: args.rank,
         epochs: args.epochs,
@@ -662,22 +710,15 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
         pairs.len(),
         benign.len()
     );
-    let mut enc = Encoder::new(&mut model)?;
-    let positions = expert::collect(&mut enc, &pairs, &benign, &cfg)?;
+    let mut enc = Encoder::new(model)?;
+    let positions = expert::collect(&mut enc, pairs, benign, &cfg)?;
     let t_fit = Instant::now();
-    let (trained, report) = expert::train_expert(&positions, &head, &cfg)?;
-    let mut meta = meta;
-    meta.insert(
-        "heldout_refusal_accuracy".into(),
-        format!("{:.4}", report.heldout_refusal_accuracy),
-    );
-    meta.insert(
-        "heldout_benign_agreement".into(),
-        format!("{:.4}", report.heldout_benign_agreement),
-    );
-    let st = trained.to_safetensors(meta);
-    ngsd_fs::write_atomic(&args.out, &st.to_bytes())?;
-    write_report(args.report.as_deref(), &report)?;
+    let (trained, report) = expert::train_expert(&positions, head, &cfg)?;
+    Ok((trained, report, t_fit))
+}
+
+/// The expert's size, loss per epoch and held-out figures, on stdout.
+fn print_expert_report(report: &expert::ExpertReport) {
     println!(
         "head expert: rank {} ({} parameters), {} refusal + {} benign training positions",
         report.rank, report.parameters, report.train_positions.0, report.train_positions.1
@@ -696,12 +737,4 @@ fn train_expert(args: &TrainExpertArgs, raw: &RawConfig) -> Result<()> {
         100.0 * report.heldout_benign_agreement,
         report.heldout_benign_kl
     );
-    print_written(
-        &args.out,
-        start,
-        t_fit,
-        Instant::now(),
-        ["data", "optimisation"],
-    );
-    Ok(())
 }

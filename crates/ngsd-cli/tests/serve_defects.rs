@@ -35,6 +35,24 @@ async fn wait_for_metric(s: &ServeProcess, name: &str, want: f64) -> f64 {
 }
 
 #[tokio::test]
+async fn d2_a_stop_string_like_the_early_stop_marker_is_a_plain_stop() {
+    let s = Server::start(&[], &[]);
+    let body = json!({
+        "model": MODEL,
+        "prompt": "early stop, early stop, early stop, early stop,",
+        "stop": ["early stop"],
+        "max_tokens": 16,
+        "temperature": 0,
+    });
+    let (status, v) = post(&s, "/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert_eq!(v["ngsd"]["finish"], "stop", "{v}");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert!(!text.contains("early stop"), "{text:?}");
+}
+
+#[tokio::test]
 async fn d4_the_queue_gauge_forgets_clients_that_left() {
     let s = Server::start(&["--workers", "1", "--queue", "4"], &[]);
     // Occupy the only worker with a long stream.

@@ -234,6 +234,16 @@ fn lif_gate_runs_the_expert_every_step_and_traces_every_field() {
     )));
 }
 
+/// Generative reflection with the paper's α map: `budget` tokens, `timeout_s` seconds.
+fn generative(budget: usize, timeout_s: u64) -> Reflection {
+    Reflection::Generative {
+        budget,
+        timeout: std::time::Duration::from_secs(timeout_s),
+        map: Default::default(),
+        zero_rule: Default::default(),
+    }
+}
+
 #[test]
 fn unreadable_reflection_falls_back_and_is_recorded() {
     let mut m = models();
@@ -244,12 +254,7 @@ fn unreadable_reflection_falls_back_and_is_recorded() {
     let mut gate = plugin("never", "");
     // A one-token budget cannot produce a JSON object: the paper's fallback (all scores 7,
     // risk 7, α 0.9) applies, and the trace says why.
-    let mut reflection = Reflection::Generative {
-        budget: 1,
-        timeout: std::time::Duration::from_secs(30),
-        map: Default::default(),
-        zero_rule: Default::default(),
-    };
+    let mut reflection = generative(1, 30);
     let out = generate(
         &req,
         &mut m,
@@ -366,6 +371,42 @@ fn a_cancelled_request_stops_at_the_next_token() {
         "{} tokens, {pieces} pieces",
         out.tokens.len()
     );
+}
+
+/// Issue 15: generative reflection ignored cancellation (a client that went away still waited
+/// for the whole rating). A short prompt is prefilled in one piece, so the rating starts and
+/// must stop at its first token.
+#[test]
+fn generative_reflection_stops_when_the_request_is_cancelled() {
+    let mut m = models();
+    let cancel = ngsd_decode::Cancel::new();
+    cancel.cancel();
+    let req = Request {
+        prompt: BENIGN.into(),
+        cancel: Some(cancel),
+        ..Default::default()
+    };
+    let mut gate = plugin("never", "");
+    let mut reflection = generative(64, 600);
+    let out = generate(
+        &req,
+        &mut m,
+        gate.as_mut(),
+        &mut reflection,
+        &cfg(40),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.finish, ngsd_runtime::FinishReason::Cancelled);
+    let r = &out.summary.reflection;
+    let why = r.fallback.as_deref().unwrap_or_default();
+    assert!(why.starts_with("cancelled after "), "{r:?}");
+    let rated = m
+        .tokenizer
+        .encode(r.raw.as_deref().unwrap_or_default())
+        .unwrap();
+    assert!(rated.len() <= 1, "the rating went on: {r:?}");
+    assert!(out.tokens.len() <= 1, "{} tokens", out.tokens.len());
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! A gate that fails in the middle of a generation: the failure policy decides (fail closed =
-//! steer and record, or abort), and the failure is never silently ignored.
+//! A gate that fails in the middle of a generation, or a probe that fails while setting α: the
+//! failure policy decides (fail closed = steer and record, or abort), and the failure is never
+//! silently ignored.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,12 +10,12 @@
 mod common;
 
 use common::models;
-use ngsd_decode::{DecodeConfig, Models, Reflection, Request, generate};
+use ngsd_decode::{DecodeConfig, Models, Output, Reflection, Request, generate};
 use ngsd_gate::{FailurePolicy, Gate};
 use ngsd_runtime::GenerateConfig;
 
 /// The misbehaving fixture plugin (built as a dev-dependency), loaded from disk.
-fn misbehave(mode: &str) -> Box<dyn Gate> {
+fn misbehave(mode: &str) -> Box<dyn Gate + Send> {
     let file = format!(
         "{}fixture_misbehave{}",
         std::env::consts::DLL_PREFIX,
@@ -116,4 +117,57 @@ fn abort_ends_the_request_with_the_gate_error() {
         "panic",
         "gate `misbehave` panicked: fixture panics in decide",
     );
+}
+
+/// Decodes "Hello" with a passing gate and the misbehaving fixture as the probe.
+fn with_failing_probe(
+    m: &mut Models,
+    mode: &str,
+    policy: FailurePolicy,
+) -> ngsd_decode::Result<Output> {
+    let req = Request {
+        prompt: "Hello".into(),
+        ..Default::default()
+    };
+    let mut probe = Reflection::Probe {
+        gate: misbehave(mode),
+        map: Default::default(),
+    };
+    generate(
+        &req,
+        m,
+        misbehave("ok").as_mut(),
+        &mut probe,
+        &config(policy),
+        |_| {},
+    )
+}
+
+/// Issue 15: probe errors bypassed the failure policy.
+#[test]
+fn a_failing_probe_follows_the_failure_policy() {
+    let mut m = models();
+    for (mode, message) in [
+        ("error", "fixture fails on purpose"),
+        ("panic", "fixture panics in decide"),
+    ] {
+        let out = with_failing_probe(&mut m, mode, FailurePolicy::FailClosed).unwrap();
+        let r = &out.summary.reflection;
+        assert_eq!(r.mode, "probe", "{mode}");
+        assert_eq!(
+            r.probability,
+            Some(1.0),
+            "{mode}: failing closed is the highest risk"
+        );
+        assert!((r.alpha - 0.9).abs() < 1e-6, "{mode}: {r:?}");
+        let why = r.fallback.as_deref().unwrap_or_default();
+        assert!(
+            why.starts_with("probe failed: ") && why.ends_with("(failed closed)"),
+            "{mode}: {why}"
+        );
+        let err = with_failing_probe(&mut m, mode, FailurePolicy::Abort)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(message), "{mode}: {err}");
+    }
 }

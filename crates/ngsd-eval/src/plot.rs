@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -64,19 +65,17 @@ fn marker(i: usize, scale: f64) -> Vec<(i32, i32)> {
         .collect()
 }
 
+/// A 2-D chart over percent axes, drawn into an SVG file.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A label's rectangle in pixels: left, top, width, height.
+type Rect = (i32, i32, i32, i32);
+
 /// The trade-off plot: x = benign refusal rate, y = attack success rate, one marker per
 /// configuration with 95% Wilson error bars in both directions.
 pub(crate) fn tradeoff_svg(report: &Report, path: &Path) -> Result<()> {
     let err = report_err(path);
-    let points: Vec<(&ConfigReport, Interval, Interval)> = report
-        .configs
-        .iter()
-        .filter_map(|c| {
-            let asr = c.pool("harmful").and_then(|m| m.asr)?;
-            let refusal = c.pool("benign").map(|m| m.refusal)?;
-            (asr.n > 0 && refusal.n > 0).then_some((c, refusal, asr))
-        })
-        .collect();
+    let points = tradeoff_points(report);
     let root = SVGBackend::new(path, (900, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let x_max = axis_max(points.iter().map(|p| p.1.high));
@@ -102,90 +101,9 @@ pub(crate) fn tradeoff_svg(report: &Report, path: &Path) -> Result<()> {
         .draw()
         .map_err(|e| err(e.to_string()))?;
 
-    let (area_x, area_y) = chart.plotting_area().get_pixel_range();
-    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut placed: Vec<Rect> = Vec::new();
     for (i, (c, refusal, asr)) in points.iter().enumerate() {
-        let col = color(i);
-        let style = ShapeStyle::from(&col).stroke_width(2);
-        let (x, y) = (refusal.value * 100.0, asr.value * 100.0);
-        let (xl, xh) = (refusal.low * 100.0, refusal.high * 100.0);
-        let (yl, yh) = (asr.low * 100.0, asr.high * 100.0);
-        let cap = |at: (f64, f64), horizontal: bool| {
-            let seg = if horizontal {
-                vec![(-5, 0), (5, 0)]
-            } else {
-                vec![(0, -5), (0, 5)]
-            };
-            EmptyElement::at(at) + PathElement::new(seg, style)
-        };
-        chart
-            .draw_series([
-                PathElement::new(vec![(x, yl), (x, yh)], style),
-                PathElement::new(vec![(xl, y), (xh, y)], style),
-            ])
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .draw_series([
-                cap((x, yl), true),
-                cap((x, yh), true),
-                cap((xl, y), false),
-                cap((xh, y), false),
-            ])
-            .map_err(|e| err(e.to_string()))?;
-        let name = c.config.name.clone();
-        let marker_style = ShapeStyle::from(&col).stroke_width(3);
-        chart
-            .draw_series(
-                [EmptyElement::at((x, y)) + PathElement::new(marker(i, 1.0), marker_style)],
-            )
-            .map_err(|e| err(e.to_string()))?
-            .label(name.clone())
-            .legend(move |(lx, ly)| {
-                let pts: Vec<(i32, i32)> = marker(i, 0.8)
-                    .into_iter()
-                    .map(|(a, b)| (a + lx, b + ly))
-                    .collect();
-                PathElement::new(pts, marker_style)
-            });
-
-        // Place the name beside its marker, inside the plot, where it overlaps no earlier name.
-        let (px, py) = chart.backend_coord(&(x, y));
-        let w = name.chars().count() as i32 * CHAR_PX;
-        let h = LABEL_PX + 2;
-        let dx = if px + 14 + w > area_x.end {
-            -14 - w
-        } else {
-            14
-        };
-        let inside = |top: i32| top >= area_y.start && top + h <= area_y.end;
-        let mut dy = -h - 4;
-        for k in 0..16 {
-            let candidate = if k % 2 == 0 {
-                -h - 4 - (k / 2) * h
-            } else {
-                6 + (k / 2) * h
-            };
-            let rect = (px + dx, py + candidate, w, h);
-            let overlaps = placed.iter().any(|p| {
-                rect.0 < p.0 + p.2
-                    && p.0 < rect.0 + rect.2
-                    && rect.1 < p.1 + p.3
-                    && p.1 < rect.1 + rect.3
-            });
-            if !overlaps && inside(rect.1) {
-                dy = candidate;
-                break;
-            }
-        }
-        placed.push((px + dx, py + dy, w, h));
-        chart
-            .draw_series([EmptyElement::at((x, y))
-                + Text::new(
-                    name,
-                    (dx, dy),
-                    (FONT, LABEL_PX).into_font().color(&col.mix(1.0)),
-                )])
-            .map_err(|e| err(e.to_string()))?;
+        draw_point(&mut chart, i, &c.config.name, refusal, asr, &mut placed).map_err(&err)?;
     }
     chart
         .configure_series_labels()
@@ -197,6 +115,137 @@ pub(crate) fn tradeoff_svg(report: &Report, path: &Path) -> Result<()> {
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// The configurations with both a harmful ASR and a benign refusal rate: (configuration,
+/// refusal, ASR).
+fn tradeoff_points(report: &Report) -> Vec<(&ConfigReport, Interval, Interval)> {
+    report
+        .configs
+        .iter()
+        .filter_map(|c| {
+            let asr = c.pool("harmful").and_then(|m| m.asr)?;
+            let refusal = c.pool("benign").map(|m| m.refusal)?;
+            (asr.n > 0 && refusal.n > 0).then_some((c, refusal, asr))
+        })
+        .collect()
+}
+
+/// One configuration's error bars, marker (with its legend entry) and name, the name placed
+/// apart from the names in `placed`.
+fn draw_point(
+    chart: &mut Chart<'_, '_>,
+    i: usize,
+    name: &str,
+    refusal: &Interval,
+    asr: &Interval,
+    placed: &mut Vec<Rect>,
+) -> std::result::Result<(), String> {
+    let col = color(i);
+    let (x, y) = (refusal.value * 100.0, asr.value * 100.0);
+    draw_error_bars(chart, &col, refusal, asr)?;
+    let marker_style = ShapeStyle::from(&col).stroke_width(3);
+    chart
+        .draw_series([EmptyElement::at((x, y)) + PathElement::new(marker(i, 1.0), marker_style)])
+        .map_err(|e| e.to_string())?
+        .label(name.to_string())
+        .legend(move |(lx, ly)| {
+            let pts: Vec<(i32, i32)> = marker(i, 0.8)
+                .into_iter()
+                .map(|(a, b)| (a + lx, b + ly))
+                .collect();
+            PathElement::new(pts, marker_style)
+        });
+
+    let (dx, dy) = place_label(chart, (x, y), name, placed);
+    chart
+        .draw_series([EmptyElement::at((x, y))
+            + Text::new(
+                name.to_string(),
+                (dx, dy),
+                (FONT, LABEL_PX).into_font().color(&col.mix(1.0)),
+            )])
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The 95% intervals in both directions, as bars with end caps.
+fn draw_error_bars(
+    chart: &mut Chart<'_, '_>,
+    col: &RGBColor,
+    refusal: &Interval,
+    asr: &Interval,
+) -> std::result::Result<(), String> {
+    let style = ShapeStyle::from(col).stroke_width(2);
+    let (x, y) = (refusal.value * 100.0, asr.value * 100.0);
+    let (xl, xh) = (refusal.low * 100.0, refusal.high * 100.0);
+    let (yl, yh) = (asr.low * 100.0, asr.high * 100.0);
+    let cap = |at: (f64, f64), horizontal: bool| {
+        let seg = if horizontal {
+            vec![(-5, 0), (5, 0)]
+        } else {
+            vec![(0, -5), (0, 5)]
+        };
+        EmptyElement::at(at) + PathElement::new(seg, style)
+    };
+    chart
+        .draw_series([
+            PathElement::new(vec![(x, yl), (x, yh)], style),
+            PathElement::new(vec![(xl, y), (xh, y)], style),
+        ])
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series([
+            cap((x, yl), true),
+            cap((x, yh), true),
+            cap((xl, y), false),
+            cap((xh, y), false),
+        ])
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The offset of a name from its marker at `at`: beside it, inside the plot, where it overlaps
+/// no earlier name (then recorded in `placed`).
+fn place_label(
+    chart: &Chart<'_, '_>,
+    at: (f64, f64),
+    name: &str,
+    placed: &mut Vec<Rect>,
+) -> (i32, i32) {
+    let (area_x, area_y) = chart.plotting_area().get_pixel_range();
+    let (px, py) = chart.backend_coord(&at);
+    let w = name.chars().count() as i32 * CHAR_PX;
+    let h = LABEL_PX + 2;
+    let dx = if px + 14 + w > area_x.end {
+        -14 - w
+    } else {
+        14
+    };
+    let inside = |top: i32| top >= area_y.start && top + h <= area_y.end;
+    let overlaps = |rect: Rect| {
+        placed.iter().any(|p| {
+            rect.0 < p.0 + p.2
+                && p.0 < rect.0 + rect.2
+                && rect.1 < p.1 + p.3
+                && p.1 < rect.1 + rect.3
+        })
+    };
+    let dy = (0..16)
+        .map(|k| {
+            if k % 2 == 0 {
+                -h - 4 - (k / 2) * h
+            } else {
+                6 + (k / 2) * h
+            }
+        })
+        .find(|&candidate| {
+            let rect = (px + dx, py + candidate, w, h);
+            !overlaps(rect) && inside(rect.1)
+        })
+        .unwrap_or(-h - 4);
+    placed.push((px + dx, py + dy, w, h));
+    (dx, dy)
 }
 
 /// Generated tokens per second per configuration, as horizontal bars.

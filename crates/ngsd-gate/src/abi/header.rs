@@ -383,8 +383,20 @@ fn write_docs(out: &mut String, docs: &[&str], indent: &str) {
 
 /// The C header for the current ABI, exactly as committed in `include/ngsd_gate.h`.
 pub fn c_header() -> String {
-    let items = super::header_items();
     let mut out = String::new();
+    write_preamble(&mut out);
+    // Layout checks are gathered as the structs are written and come after the declarations.
+    let mut asserts = String::new();
+    for item in &super::header_items() {
+        out.push('\n');
+        write_item(&mut out, &mut asserts, item);
+    }
+    write_layout_checks(&mut out, &asserts);
+    out
+}
+
+/// The opening comment, include guard, includes and `extern "C"`.
+fn write_preamble(out: &mut String) {
     let _ = write!(
         out,
         "/* ngsd_gate.h: the ngsd gate plugin ABI, version {major}.{minor}.
@@ -408,62 +420,76 @@ extern \"C\" {{
         major = super::ABI_MAJOR,
         minor = super::ABI_MINOR,
     );
-    let mut asserts = String::new();
-    for item in &items {
-        out.push('\n');
-        match item {
-            Item::Consts(consts) => {
-                for c in consts {
-                    write_docs(&mut out, c.docs, "");
-                    let suffix = if c.ty.starts_with('u') { "u" } else { "" };
-                    let _ = writeln!(
-                        out,
-                        "#define {} {}{}",
-                        c_define_name(c.name),
-                        c.value,
-                        suffix
-                    );
-                }
-            }
-            Item::Alias { name, ty, docs } => {
-                write_docs(&mut out, docs, "");
-                let _ = writeln!(out, "typedef {};", declare(&parse(ty), &c_name(name)));
-            }
-            Item::Opaque { name, docs } => {
-                write_docs(&mut out, docs, "");
-                let c = c_name(name);
-                let _ = writeln!(out, "typedef struct {c} {c};");
-            }
-            Item::Struct {
-                name,
-                docs,
-                size,
-                fields,
-            } => {
-                write_docs(&mut out, docs, "");
-                let c = c_name(name);
-                let _ = writeln!(out, "typedef struct {c} {{");
-                for f in fields {
-                    write_docs(&mut out, f.docs, "    ");
-                    let _ = writeln!(out, "    {};", declare(&parse(f.ty), f.name));
-                    let _ = writeln!(
-                        asserts,
-                        "NGSD_STATIC_ASSERT(offsetof({c}, {}) == {}, \"{c}.{} offset\");",
-                        f.name, f.offset, f.name
-                    );
-                }
-                let _ = writeln!(out, "}} {c};");
+}
+
+/// One item's declaration (with its docs); a struct's layout checks go to `asserts`.
+fn write_item(out: &mut String, asserts: &mut String, item: &Item) {
+    match item {
+        Item::Consts(consts) => {
+            for c in consts {
+                write_docs(out, c.docs, "");
+                let suffix = if c.ty.starts_with('u') { "u" } else { "" };
                 let _ = writeln!(
-                    asserts,
-                    "NGSD_STATIC_ASSERT(sizeof({c}) == {size}, \"{c} size\");"
+                    out,
+                    "#define {} {}{}",
+                    c_define_name(c.name),
+                    c.value,
+                    suffix
                 );
             }
-            Item::Function { symbol, ty, docs } => {
-                write_docs(&mut out, docs, "");
-                let _ = writeln!(out, "{};", declare_fn(&parse(ty), symbol));
-            }
+        }
+        Item::Alias { name, ty, docs } => {
+            write_docs(out, docs, "");
+            let _ = writeln!(out, "typedef {};", declare(&parse(ty), &c_name(name)));
+        }
+        Item::Opaque { name, docs } => {
+            write_docs(out, docs, "");
+            let c = c_name(name);
+            let _ = writeln!(out, "typedef struct {c} {c};");
+        }
+        Item::Struct {
+            name,
+            docs,
+            size,
+            fields,
+        } => write_struct(out, asserts, name, docs, *size, fields),
+        Item::Function { symbol, ty, docs } => {
+            write_docs(out, docs, "");
+            let _ = writeln!(out, "{};", declare_fn(&parse(ty), symbol));
         }
     }
+}
+
+/// A struct's typedef, and the static asserts of its field offsets and size.
+fn write_struct(
+    out: &mut String,
+    asserts: &mut String,
+    name: &str,
+    docs: &[&str],
+    size: usize,
+    fields: &[Field],
+) {
+    write_docs(out, docs, "");
+    let c = c_name(name);
+    let _ = writeln!(out, "typedef struct {c} {{");
+    for f in fields {
+        write_docs(out, f.docs, "    ");
+        let _ = writeln!(out, "    {};", declare(&parse(f.ty), f.name));
+        let _ = writeln!(
+            asserts,
+            "NGSD_STATIC_ASSERT(offsetof({c}, {}) == {}, \"{c}.{} offset\");",
+            f.name, f.offset, f.name
+        );
+    }
+    let _ = writeln!(out, "}} {c};");
+    let _ = writeln!(
+        asserts,
+        "NGSD_STATIC_ASSERT(sizeof({c}) == {size}, \"{c} size\");"
+    );
+}
+
+/// The layout checks (64-bit targets), then the closing of `extern "C"` and the guard.
+fn write_layout_checks(out: &mut String, asserts: &str) {
     let _ = write!(
         out,
         "
@@ -484,7 +510,6 @@ extern \"C\" {{
 #endif /* NGSD_GATE_H */
 "
     );
-    out
 }
 
 #[cfg(test)]
