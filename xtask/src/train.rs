@@ -42,10 +42,6 @@ pub const GATE_ARGS: &[&str] = &[
     "models/smollm2-135m-instruct/gate.safetensors",
     "--report",
     "models/smollm2-135m-instruct/gate-report.json",
-    // Evaluation only (fire rates and AUROC on the dev split, written under `evaluation` in
-    // the report); nothing from it reaches the weights, L2 or threshold.
-    "--report-on",
-    "crates/ngsd-eval/suites/safety-dev.toml",
 ];
 
 /// `ngsd train expert` arguments behind the committed expert.safetensors (after `--model`).

@@ -188,5 +188,6 @@ pub fn generate(
     run.observe_prompt(gate)?;
     models.expert.begin(&req.prompt, req.raw)?;
     let finish = run.answer(models, gate, &mut on_text)?;
+    let finish = run.filtered(finish);
     Ok(run.into_output(models, gate, finish, started))
 }

@@ -565,6 +565,18 @@ impl<'a> Run<'a> {
     }
 
     /// The finished request.
+    /// A steered answer that ends before any text is withheld by the safety layer
+    /// ([`FinishReason::SafetyStop`], OpenAI's `content_filter`), not an ordinary end of text:
+    /// a raw completion steered from its first token often ends at once.
+    pub fn filtered(&self, finish: FinishReason) -> FinishReason {
+        let steered = self.steered.iter().any(|s| *s);
+        if finish == FinishReason::Eos && steered && self.text.text().trim().is_empty() {
+            FinishReason::SafetyStop
+        } else {
+            finish
+        }
+    }
+
     pub fn into_output(
         self,
         models: &Models,
