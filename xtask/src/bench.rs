@@ -7,7 +7,7 @@
 //! ngsd's context or prompt is the first C (P) token ids of one chat-templated prompt (notes
 //! pasted before the benchmark question); llama-bench feeds its own tokens, the same count.
 //!
-//! Runners: `ngsd:<variant>` for each `--variants` package (benches/src/bin/decode_speed.rs),
+//! Runners: `ngsd <variant>` for each `--variants` package (benches/src/bin/decode_speed.rs),
 //! and `llama.cpp` (llama-bench built from the PyPI sdist, see llama_cpp.rs) on the source GGUF.
 //! Same thread count for all; within each round every scenario runs every runner once, in turn,
 //! so drifts of machine speed hit all of them; ratios are taken per round and the median is
@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// Threads for every runner.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// ngsd model variants to measure (fp32, q4, int8).
+    /// ngsd model variants to measure: fp32, q4, int8, or the folder of any other package
+    /// (a value with a `/`, e.g. an experimental conversion).
     #[arg(long, value_delimiter = ',', default_value = "q4")]
     pub variants: Vec<String>,
     /// What to measure: decode@CONTEXT and prefill@PROMPT_TOKENS.
@@ -105,9 +106,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .int8
                 .clone()
                 .context("setup produced no int8 variant")?,
-            other => bail!("unknown variant `{other}`; use fp32, q4 and/or int8"),
+            path if path.contains('/') => PathBuf::from(path),
+            other => bail!(
+                "unknown variant `{other}`; use fp32, q4, int8 or a package folder (with a `/`)"
+            ),
         };
-        runners.push((format!("ngsd {v}"), Some(dir)));
+        if !dir.join("ngsd-model.json").is_file() {
+            bail!(
+                "{} is not a model package (no ngsd-model.json)",
+                dir.display()
+            );
+        }
+        let name = match v.rsplit_once('/') {
+            Some((_, last)) if !last.is_empty() => last,
+            _ => v.as_str(),
+        };
+        runners.push((format!("ngsd {name}"), Some(dir)));
     }
     let llama_bench = if args.no_llama_cpp {
         None
