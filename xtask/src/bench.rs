@@ -1,12 +1,13 @@
 //! `cargo xtask bench-compare`: ngsd against llama.cpp on the same GGUF, prefill and decode.
 //!
 //! Scenarios (`--scenarios`): `decode@C` generates `--new-tokens` tokens after a C-token context
-//! (`decode@40` is the 38-token chat prompt; longer contexts are notes pasted before the
-//! question) and reports tokens per second of the single-token steps; `prefill@P` feeds a
-//! P-token prompt and reports prompt tokens per second (ngsd: `Model::prefill`, chunked as in
-//! serving; llama.cpp: `llama-bench -p P`, its own batching).
+//! and reports tokens per second of the single-token steps (llama.cpp: `llama-bench -n N -d C`);
+//! `prefill@P` feeds a P-token prompt and reports prompt tokens per second (ngsd:
+//! `Model::prefill`, chunked as in serving; llama.cpp: `llama-bench -p P`, its own batching).
+//! ngsd's context or prompt is the first C (P) token ids of one chat-templated prompt (notes
+//! pasted before the benchmark question); llama-bench feeds its own tokens, the same count.
 //!
-//! Runners: `ngsd:<variant>` for each `--variants` package (benches/src/bin/decode_speed.rs),
+//! Runners: `ngsd <variant>` for each `--variants` package (benches/src/bin/decode_speed.rs),
 //! and `llama.cpp` (llama-bench built from the PyPI sdist, see llama_cpp.rs) on the source GGUF.
 //! Same thread count for all; within each round every scenario runs every runner once, in turn,
 //! so drifts of machine speed hit all of them; ratios are taken per round and the median is
@@ -34,7 +35,8 @@ pub struct BenchArgs {
     /// Threads for every runner.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// ngsd model variants to measure (fp32, q4, int8).
+    /// ngsd model variants to measure: fp32, q4, int8, or the folder of any other package
+    /// (a value with a `/`, e.g. an experimental conversion).
     #[arg(long, value_delimiter = ',', default_value = "q4")]
     pub variants: Vec<String>,
     /// What to measure: decode@CONTEXT and prefill@PROMPT_TOKENS.
@@ -64,7 +66,7 @@ impl Scenario {
             .parse()
             .with_context(|| format!("scenario `{s}`: `{n}` is not a token count"))?;
         match kind {
-            "decode" => Ok(Scenario::Decode(n)),
+            "decode" if n > 0 => Ok(Scenario::Decode(n)),
             "prefill" if n > 0 => Ok(Scenario::Prefill(n)),
             _ => bail!("scenario `{s}`: write decode@CONTEXT or prefill@TOKENS"),
         }
@@ -83,9 +85,7 @@ struct Setup {
     rust_bin: PathBuf,
     llama_bench: Option<PathBuf>,
     gguf: PathBuf,
-    short_ids: PathBuf,
-    short_len: usize,
-    long_ids: PathBuf,
+    prompt_ids: PathBuf,
     threads: usize,
     new_tokens: usize,
 }
@@ -106,9 +106,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .int8
                 .clone()
                 .context("setup produced no int8 variant")?,
-            other => bail!("unknown variant `{other}`; use fp32, q4 and/or int8"),
+            path if path.contains('/') => PathBuf::from(path),
+            other => bail!(
+                "unknown variant `{other}`; use fp32, q4, int8 or a package folder (with a `/`)"
+            ),
         };
-        runners.push((format!("ngsd {v}"), Some(dir)));
+        if !dir.join("ngsd-model.json").is_file() {
+            bail!(
+                "{} is not a model package (no ngsd-model.json)",
+                dir.display()
+            );
+        }
+        let name = match v.rsplit_once('/') {
+            Some((_, last)) if !last.is_empty() => last,
+            _ => v.as_str(),
+        };
+        runners.push((format!("ngsd {name}"), Some(dir)));
     }
     let llama_bench = if args.no_llama_cpp {
         None
@@ -119,8 +132,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let setup = prepare(args, &installed, llama_bench, &scenarios)?;
     let mut results: BTreeMap<(Scenario, usize), Vec<f64>> = BTreeMap::new();
     let mut copy_rates = Vec::new();
+    let mut loads = Vec::new();
     for round in 1..=args.rounds {
-        sh::step(&format!("round {round}/{}", args.rounds));
+        let load = load_average();
+        sh::step(&format!(
+            "round {round}/{}; load average {load}",
+            args.rounds
+        ));
+        loads.push(load);
         copy_rates.push(copy_bandwidth(&setup)?);
         for &scenario in &scenarios {
             for (i, (name, dir)) in runners.iter().enumerate() {
@@ -140,7 +159,30 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &scenarios,
         &results,
         &copy_rates,
+        &loads,
     )
+}
+
+/// The 1-, 5- and 15-minute load averages (other work on the machine skews every runner).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The CPU model and the number of logical CPUs, for the record.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let n = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{n} logical CPUs, {cpu}")
 }
 
 fn prepare(
@@ -170,30 +212,21 @@ fn prepare(
         })
         .max()
         .unwrap_or(0);
-    let write = |file: &Path, tokens: usize| -> Result<usize> {
-        sh::run(
-            Command::new(&rust_bin)
-                .arg("--model")
-                .arg(&installed.fp32)
-                .arg("--prompt-ids")
-                .arg(file)
-                .arg("--write-prompt-ids")
-                .args(["--context-tokens", &tokens.to_string()]),
-        )?;
-        let ids: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(file)?)?;
-        Ok(ids.len())
-    };
-    let short_ids = out_dir.join("prompt_ids.json");
-    let long_ids = out_dir.join("long_prompt_ids.json");
-    let short_len = write(&short_ids, 0)?;
-    write(&long_ids, longest)?;
+    let prompt_ids = out_dir.join("prompt_ids.json");
+    sh::run(
+        Command::new(&rust_bin)
+            .arg("--model")
+            .arg(&installed.fp32)
+            .arg("--prompt-ids")
+            .arg(&prompt_ids)
+            .arg("--write-prompt-ids")
+            .args(["--context-tokens", &longest.to_string()]),
+    )?;
     Ok(Setup {
         rust_bin,
         llama_bench,
         gguf: installed.gguf.clone(),
-        short_ids,
-        short_len,
-        long_ids,
+        prompt_ids,
         threads: args.threads,
         new_tokens: args.new_tokens,
     })
@@ -212,16 +245,10 @@ fn ngsd(setup: &Setup, model: &Path, scenario: Scenario) -> Result<f64> {
     cmd.arg("--model")
         .arg(model)
         .args(["--threads", &setup.threads.to_string()]);
-    match scenario {
-        Scenario::Decode(c) if c <= setup.short_len => {
-            cmd.arg("--prompt-ids").arg(&setup.short_ids);
-        }
-        Scenario::Decode(c) | Scenario::Prefill(c) => {
-            cmd.arg("--prompt-ids")
-                .arg(&setup.long_ids)
-                .args(["--prompt-len", &c.to_string()]);
-        }
-    }
+    let (Scenario::Decode(c) | Scenario::Prefill(c)) = scenario;
+    cmd.arg("--prompt-ids")
+        .arg(&setup.prompt_ids)
+        .args(["--prompt-len", &c.to_string()]);
     let new = match scenario {
         Scenario::Decode(_) => setup.new_tokens,
         Scenario::Prefill(_) => 2,
@@ -243,8 +270,6 @@ fn llama(setup: &Setup, scenario: Scenario) -> Result<f64> {
         .as_ref()
         .context("llama.cpp was not built")?;
     let (p, n, d) = match scenario {
-        // the 38-token chat prompt's context for the short scenario, as ngsd runs it
-        Scenario::Decode(c) if c <= setup.short_len => (0, setup.new_tokens, setup.short_len),
         Scenario::Decode(c) => (0, setup.new_tokens, c),
         Scenario::Prefill(p) => (p, 0, 0),
     };
@@ -308,6 +333,7 @@ fn report(
     scenarios: &[Scenario],
     results: &BTreeMap<(Scenario, usize), Vec<f64>>,
     copy_rates: &[f64],
+    loads: &[String],
 ) -> Result<()> {
     let reference = runners.len() - 1;
     let names: Vec<&str> = runners.iter().map(|(n, _)| n.as_str()).collect();
@@ -364,10 +390,17 @@ fn report(
     }
     let path = sh::root().join("target/bench-compare/results.json");
     let doc = json!({"rows": rows, "copy_gb_s": copy_rates, "weight_bytes_per_token": bytes,
-        "runners": names, "threads": args.threads, "rounds": args.rounds, "new_tokens": args.new_tokens});
+        "runners": names, "threads": args.threads, "rounds": args.rounds, "new_tokens": args.new_tokens,
+        "load_average_per_round": loads, "load_average_after": load_average(), "machine": machine()});
     std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
     println!(
-        "\n{} threads, {} rounds (medians), {} new tokens per decode run; weight bytes per token: {}; raw figures in target/bench-compare/results.json",
+        "\n{}; load average at each round's start: {}, after: {}",
+        machine(),
+        loads.join(" / "),
+        load_average()
+    );
+    println!(
+        "{} threads, {} rounds (medians), {} new tokens per decode run; weight bytes per token: {}; raw figures in target/bench-compare/results.json",
         args.threads,
         args.rounds,
         args.new_tokens,

