@@ -8,8 +8,7 @@ use ngsd_gate::{AnswerInput, Decision, FeatureSpec, Gate, Needs, PromptInput, St
 use ngsd_runtime::sampling::{argmax, softmax_into};
 use ngsd_runtime::{
     Conversation, EncodedPrompt, FinishReason, ForwardOut, KvCache, Positions, Prefill, Sampler,
-    TextOutput,
-    Tokenizer,
+    TextOutput, Tokenizer,
 };
 
 use crate::assess::Reflection;
@@ -121,9 +120,10 @@ impl<'a> Run<'a> {
         // In chunks: a cancelled request (a client gone, a deadline passed) stops within one.
         let cancel = req.cancel.clone();
         let mut cancelled = move || cancel.as_ref().is_some_and(crate::Cancel::is_cancelled);
-        let fed = models
-            .base
-            .prefill(&mut cache, &prompt.ids, positions, &mut out, &mut cancelled)?;
+        let fed =
+            models
+                .base
+                .prefill(&mut cache, &prompt.ids, positions, &mut out, &mut cancelled)?;
         let mut timings = Timings {
             base_ms: ms(t.elapsed()),
             ..Timings::default()

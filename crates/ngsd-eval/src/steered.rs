@@ -51,7 +51,8 @@ pub fn has_complete_sentence(text: &str) -> bool {
             continue;
         }
         let mut after = i + 1;
-        while after < chars.len() && matches!(chars[after], '"' | '\'' | ')' | ']' | '”' | '’') {
+        while after < chars.len() && matches!(chars[after], '"' | '\'' | ')' | ']' | '”' | '’')
+        {
             after += 1;
         }
         let ends = after == chars.len() || chars[after].is_whitespace();
