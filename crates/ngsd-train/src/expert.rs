@@ -379,7 +379,6 @@ pub fn train_expert(
     head: &LmHead,
     cfg: &ExpertTrainConfig,
 ) -> Result<(TrainedExpert, ExpertReport)> {
-    let (h, r) = (pos.h, cfg.rank);
     let n_refusal = pos.refusal_positions();
     if n_refusal == 0 || n_refusal == pos.len() {
         return Err(Error::Input(format!(
@@ -388,16 +387,7 @@ pub fn train_expert(
         )));
     }
     let mut rng = Rng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    // Hold out whole sequences.
-    let mut seqs: Vec<usize> = (0..pos.sequences).collect();
-    rng.shuffle(&mut seqs);
-    let n_hold = ((pos.sequences as f64) * cfg.holdout).round() as usize;
-    let mut held = vec![false; pos.sequences];
-    for &s in &seqs[..n_hold] {
-        held[s] = true;
-    }
-    let (mut train, hold): (Vec<usize>, Vec<usize>) =
-        (0..pos.len()).partition(|&i| !held[pos.sequence[i]]);
+    let (mut train, hold) = split_holdout(pos, cfg.holdout, &mut rng);
     let n_train_ref = train.iter().filter(|&&i| pos.target[i].is_some()).count();
     let n_train_ben = train.len() - n_train_ref;
     if n_train_ref == 0 || n_train_ben == 0 {
@@ -405,8 +395,57 @@ pub fn train_expert(
             "too little data: after the hold-out, one side has no training positions".into(),
         ));
     }
-    let w_ref = train.len() as f32 / (2.0 * n_train_ref as f32);
-    let w_ben = cfg.benign_weight * train.len() as f32 / (2.0 * n_train_ben as f32);
+    let start = Instant::now();
+    let (expert, epoch_loss) = fit(
+        pos,
+        head,
+        cfg,
+        &mut train,
+        (n_train_ref, n_train_ben),
+        &mut rng,
+    );
+    let seconds = start.elapsed().as_secs_f64();
+    let held = heldout_figures(pos, head, cfg, &expert, &hold);
+    let (r, h) = (cfg.rank, pos.h);
+    let report = ExpertReport {
+        rank: r,
+        parameters: 2 * r * h,
+        train_positions: (n_train_ref, n_train_ben),
+        heldout_positions: (held.counts[0], held.counts[1]),
+        epoch_loss,
+        heldout_refusal_accuracy: held.hits[0] as f64 / held.counts[0].max(1) as f64,
+        heldout_benign_agreement: held.hits[1] as f64 / held.counts[1].max(1) as f64,
+        heldout_benign_kl: held.kl / held.counts[1].max(1) as f64,
+        seconds,
+    };
+    Ok((expert, report))
+}
+
+/// Holds out whole sequences (a share `holdout` of them): (training rows, held-out rows).
+fn split_holdout(pos: &Positions, holdout: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+    let mut seqs: Vec<usize> = (0..pos.sequences).collect();
+    rng.shuffle(&mut seqs);
+    let n_hold = ((pos.sequences as f64) * holdout).round() as usize;
+    let mut held = vec![false; pos.sequences];
+    for &s in &seqs[..n_hold] {
+        held[s] = true;
+    }
+    (0..pos.len()).partition(|&i| !held[pos.sequence[i]])
+}
+
+/// Adam over the training rows, class-balanced (benign rows weighted by `benign_weight`);
+/// returns the adapter and each epoch's (refusal cross-entropy, benign KL).
+fn fit(
+    pos: &Positions,
+    head: &LmHead,
+    cfg: &ExpertTrainConfig,
+    train: &mut [usize],
+    (n_ref, n_ben): (usize, usize),
+    rng: &mut Rng,
+) -> (TrainedExpert, Vec<(f64, f64)>) {
+    let (h, r) = (pos.h, cfg.rank);
+    let w_ref = train.len() as f32 / (2.0 * n_ref as f32);
+    let w_ben = cfg.benign_weight * train.len() as f32 / (2.0 * n_ben as f32);
     let row_weight = |i: usize| {
         if pos.target[i].is_some() {
             w_ref
@@ -414,7 +453,6 @@ pub fn train_expert(
             w_ben
         }
     };
-
     let hidden = ArrayView2::from_shape((pos.len(), h), &pos.hidden).expect("rows × hidden");
     let e = &head.weight;
     let scale = 1.0 / (h as f64).sqrt();
@@ -422,13 +460,12 @@ pub fn train_expert(
     let mut b = Array2::<f32>::zeros((h, r));
     let mut eb = e.dot(&b);
     let (mut adam_a, mut adam_b) = (Adam::new((r, h)), Adam::new((h, r)));
-    let start = Instant::now();
     let mut epoch_loss = Vec::new();
     let mut t = 0;
     let steps_per_epoch = train.len().div_ceil(cfg.batch);
     let bar = progress((steps_per_epoch * cfg.epochs) as u64, "training the expert");
     for _ in 0..cfg.epochs {
-        rng.shuffle(&mut train);
+        rng.shuffle(train);
         let mut sums = [0.0f64; 2];
         let mut counts = [0usize; 2];
         for batch in train.chunks(cfg.batch) {
@@ -461,40 +498,48 @@ pub fn train_expert(
         epoch_loss.push(epoch);
     }
     bar.finish_and_clear();
-    let seconds = start.elapsed().as_secs_f64();
+    (TrainedExpert { a, b }, epoch_loss)
+}
 
-    // Held-out figures.
-    let mut hits = [0usize; 2];
-    let mut counts = [0usize; 2];
-    let mut kl = 0.0;
+/// Figures on the held-out rows: per class (refusal, benign) the rows and the top-1 hits, and
+/// the benign rows' summed KL.
+struct Heldout {
+    counts: [usize; 2],
+    hits: [usize; 2],
+    kl: f64,
+}
+
+fn heldout_figures(
+    pos: &Positions,
+    head: &LmHead,
+    cfg: &ExpertTrainConfig,
+    expert: &TrainedExpert,
+    hold: &[usize],
+) -> Heldout {
+    let hidden = ArrayView2::from_shape((pos.len(), pos.h), &pos.hidden).expect("rows × hidden");
+    let eb = head.weight.dot(&expert.b);
+    let mut out = Heldout {
+        counts: [0; 2],
+        hits: [0; 2],
+        kl: 0.0,
+    };
     for batch in hold.chunks(cfg.batch) {
         let hb = hidden.select(Axis(0), batch);
-        let mut d = hb.dot(&a.t()).dot(&eb.t());
+        let mut d = hb.dot(&expert.a.t()).dot(&eb.t());
         let weights = vec![0.0; batch.len()];
         for (&i, (l, hit)) in batch
             .iter()
             .zip(rows_loss_grad(&mut d, pos, batch, &weights))
         {
             let k = usize::from(pos.target[i].is_none());
-            counts[k] += 1;
-            hits[k] += usize::from(hit);
+            out.counts[k] += 1;
+            out.hits[k] += usize::from(hit);
             if k == 1 {
-                kl += l;
+                out.kl += l;
             }
         }
     }
-    let report = ExpertReport {
-        rank: r,
-        parameters: 2 * r * h,
-        train_positions: (n_train_ref, n_train_ben),
-        heldout_positions: (counts[0], counts[1]),
-        epoch_loss,
-        heldout_refusal_accuracy: hits[0] as f64 / counts[0].max(1) as f64,
-        heldout_benign_agreement: hits[1] as f64 / counts[1].max(1) as f64,
-        heldout_benign_kl: kl / counts[1].max(1) as f64,
-        seconds,
-    };
-    Ok((TrainedExpert { a, b }, report))
+    out
 }
 
 impl TrainedExpert {
