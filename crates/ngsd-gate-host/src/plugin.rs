@@ -344,16 +344,7 @@ impl Gate for LoadedGate {
         let mut out = Decision::default();
         // SAFETY: live state; `raw` borrows `input`'s slices for the call; `out` is writable.
         let status = unsafe { (self.fns.decide)(self.state.as_ptr(), &raw, &mut out) };
-        if status != STATUS_OK {
-            return Err(self.error(status));
-        }
-        if !out.is_valid() {
-            return Err(ngsd_gate::Error::InvalidDecision {
-                gate: self.name.clone(),
-                strength: out.strength,
-            });
-        }
-        Ok(out)
+        self.checked(status, out)
     }
 
     fn features(&self) -> FeatureSpec {
@@ -371,6 +362,13 @@ impl Gate for LoadedGate {
         let mut out = Decision::default();
         // SAFETY: live state; `raw` borrows `input`'s slice for the call; `out` is writable.
         let status = unsafe { check(self.state.as_ptr(), &raw, &mut out) };
+        self.checked(status, out)
+    }
+}
+
+impl LoadedGate {
+    /// A plugin call's decision, or the error its status or an invalid strength means.
+    fn checked(&self, status: Status, out: Decision) -> ngsd_gate::Result<Decision> {
         if status != STATUS_OK {
             return Err(self.error(status));
         }

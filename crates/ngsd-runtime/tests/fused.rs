@@ -9,13 +9,7 @@ mod common;
 
 use ngsd_runtime::{ForwardOut, Model, Positions, Prefill, sampling::argmax};
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
+use common::max_diff;
 
 fn q4() -> Model {
     common::load_dir(&common::q4_dir())

@@ -9,13 +9,7 @@ mod common;
 
 use ngsd_runtime::{ForwardOut, Model, Positions};
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
+use common::max_diff;
 
 /// Largest difference relative to the largest magnitude (the residual stream holds values in
 /// the tens of thousands on the first position).

@@ -34,3 +34,12 @@ pub fn load() -> (Model, Tokenizer, ChatTemplate) {
     let model = Model::load(package, &options()).expect("model loads");
     (model, tokenizer, template)
 }
+
+/// The largest absolute difference between two equally long slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
