@@ -369,6 +369,38 @@ mod hf {
         }
     }
 
+    /// A JSON file of a Hugging Face folder that may be absent (then `null`).
+    fn optional_json(dir: &Path, name: &'static str) -> Result<Value> {
+        let path = dir.join(name);
+        if path.is_file() {
+            read_json(&path, name)
+        } else {
+            Ok(Value::Null)
+        }
+    }
+
+    /// The files a manifest derived from a Hugging Face folder names: the first ONNX graph
+    /// found (`model.onnx` if none), and `chat_template.jinja` and `lm_head.safetensors` if
+    /// present. A template inside tokenizer_config.json is handled by the tokenizer module.
+    fn derived_files(dir: &Path) -> Files {
+        let onnx = [
+            "model.onnx",
+            "decoder_model.onnx",
+            "decoder_with_past_model.onnx",
+        ]
+        .into_iter()
+        .find(|f| dir.join(f).is_file())
+        .unwrap_or("model.onnx")
+        .to_string();
+        let present = |f: &str| dir.join(f).is_file().then(|| f.to_string());
+        Files {
+            onnx,
+            tokenizer: "tokenizer.json".into(),
+            chat_template: present("chat_template.jinja"),
+            lm_head: present("lm_head.safetensors"),
+        }
+    }
+
     pub(super) fn derive_manifest(dir: &Path) -> Result<Manifest> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
@@ -406,37 +438,12 @@ mod hf {
         )
         .unwrap_or(2048);
 
-        let tok_cfg_path = dir.join("tokenizer_config.json");
-        let tok_cfg = if tok_cfg_path.is_file() {
-            read_json(&tok_cfg_path, "tokenizer_config.json")?
-        } else {
-            Value::Null
-        };
-        let gen_path = dir.join("generation_config.json");
-        let gen_cfg = if gen_path.is_file() {
-            read_json(&gen_path, "generation_config.json")?
-        } else {
-            Value::Null
-        };
+        let tok_cfg = optional_json(dir, "tokenizer_config.json")?;
+        let gen_cfg = optional_json(dir, "generation_config.json")?;
         let mut eos_token_ids = ids(gen_cfg.get("eos_token_id"));
         if eos_token_ids.is_empty() {
             eos_token_ids = ids(cfg.get("eos_token_id"));
         }
-        let chat_template = if dir.join("chat_template.jinja").is_file() {
-            Some("chat_template.jinja".to_string())
-        } else {
-            None
-        };
-        // A template inside tokenizer_config.json is handled by the tokenizer module.
-        let onnx = [
-            "model.onnx",
-            "decoder_model.onnx",
-            "decoder_with_past_model.onnx",
-        ]
-        .into_iter()
-        .find(|f| dir.join(f).is_file())
-        .unwrap_or("model.onnx")
-        .to_string();
         Ok(Manifest {
             format: MANIFEST_FORMAT.into(),
             name: dir
@@ -451,15 +458,7 @@ mod hf {
                 .get("torch_dtype")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            files: Files {
-                onnx,
-                tokenizer: "tokenizer.json".into(),
-                chat_template,
-                lm_head: dir
-                    .join("lm_head.safetensors")
-                    .is_file()
-                    .then(|| "lm_head.safetensors".to_string()),
-            },
+            files: derived_files(dir),
             hidden_size,
             vocab_size,
             num_layers,
