@@ -10,7 +10,7 @@ use ngsd_decode::reflection::AlphaMap;
 use ngsd_decode::{
     DecodeConfig, Divergence, Expert, HeadExpert, ModelExpert, PromptExpert, Reflection,
 };
-use ngsd_gate::{FailurePolicy, Gate, HostContext};
+use ngsd_gate::{FailurePolicy, Gate};
 use ngsd_runtime::{GenerateConfig, Model, ModelOptions, Tokenizer};
 
 use crate::settings::RawConfig;
@@ -277,19 +277,6 @@ fn decode_config(raw: &RawConfig, generate: GenerateConfig) -> Result<DecodeConf
     Ok(decode)
 }
 
-/// What gates get to know about the base model.
-pub fn host_context(model: &Model) -> HostContext {
-    HostContext {
-        hidden_size: Some(model.hidden_size()),
-        model_sha256: model
-            .package()
-            .manifest
-            .checksums
-            .get(&model.package().manifest.files.onnx)
-            .cloned(),
-    }
-}
-
 /// Loads a gate plugin with the host context appended to its parameters.
 pub fn load_gate(
     spec: &str,
@@ -297,7 +284,7 @@ pub fn load_gate(
     dirs: &[PathBuf],
     model: &Model,
 ) -> Result<Box<dyn Gate + Send>> {
-    let params = host_context(model).append_to(params);
+    let params = ngsd_decode::features::host_context(model).append_to(params);
     let gate = ngsd_gate_host::load(spec, dirs, &params)
         .with_context(|| format!("loading gate `{spec}`"))?;
     Ok(Box::new(gate))

@@ -16,7 +16,10 @@ mod common;
 
 use ngsd_test_support::ServeProcess;
 
-use common::{MODEL, Server, chat_body, client, get_json, metric, post, send, sse, streamed_text};
+use common::{
+    MODEL, Server, assert_completion_timed_out, chat_body, client, get_json, metric, post, send,
+    sse, streamed_text,
+};
 
 #[tokio::test]
 async fn whole_and_streamed_answers_agree_on_both_endpoints() {
@@ -25,18 +28,30 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
         &["--allow-gate", "never"],
         &[("NGSD_SERVE_ALLOW_TRACE", "true")],
     );
+    check_health_and_models(&s).await;
+    check_chat_whole_and_streamed(&s).await;
+    check_completions_whole_and_streamed(&s).await;
+    check_per_request_gate_and_trace(&s).await;
+    check_multi_turn_history(&s).await;
+}
+
+/// Health answers ok and the model list names the default model.
+async fn check_health_and_models(s: &ServeProcess) {
     let (status, health) = {
         let r = client().get(s.url("/healthz")).send().await.unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     };
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
-    let models = get_json(&s, "/v1/models").await;
+    let models = get_json(s, "/v1/models").await;
     assert_eq!(models["data"][0]["id"], MODEL);
+}
 
-    // Chat, whole.
+/// Chat, whole and streamed: the same text; the stream has a role chunk first, a finish chunk,
+/// usage and [DONE].
+async fn check_chat_whole_and_streamed(s: &ServeProcess) {
     let prompt = "What is the capital of France?";
-    let (status, whole) = post(&s, "/v1/chat/completions", &chat_body(prompt, 24)).await;
+    let (status, whole) = post(s, "/v1/chat/completions", &chat_body(prompt, 24)).await;
     assert_eq!(status, 200, "{whole}");
     assert_eq!(whole["object"], "chat.completion");
     let text = whole["choices"][0]["message"]["content"].as_str().unwrap();
@@ -53,11 +68,10 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
         "a benign question is not steered"
     );
 
-    // Chat, streamed: same text, a role chunk first, a finish chunk, usage, [DONE].
     let mut body = chat_body(prompt, 24);
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let r = send(&s, "/v1/chat/completions", &body).await;
+    let r = send(s, "/v1/chat/completions", &body).await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.headers()["content-type"]
@@ -84,25 +98,29 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     );
     assert_eq!(finish["ngsd"]["steered_tokens"], 0);
     assert_eq!(chunks.last().unwrap()["usage"], whole["usage"]);
+}
 
-    // Completions (raw text, no chat template), whole and streamed.
+/// Completions (raw text, no chat template), whole and streamed.
+async fn check_completions_whole_and_streamed(s: &ServeProcess) {
     let body = json!({"model": MODEL, "prompt": "The three primary colors are", "max_tokens": 12});
-    let (status, whole) = post(&s, "/v1/completions", &body).await;
+    let (status, whole) = post(s, "/v1/completions", &body).await;
     assert_eq!(status, 200, "{whole}");
     assert_eq!(whole["object"], "text_completion");
     let text = whole["choices"][0]["text"].as_str().unwrap().to_string();
     assert!(!text.is_empty());
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let r = send(&s, "/v1/completions", &streamed).await;
+    let r = send(s, "/v1/completions", &streamed).await;
     assert_eq!(streamed_text(&sse(r).await, "text"), text);
+}
 
-    // Per-request overrides: a harmful prompt with the default gate is steered; with the
-    // allowed `never` gate it is not; the trace comes when asked for.
+/// Per-request overrides: a harmful prompt with the default gate is steered; with the allowed
+/// `never` gate it is not; the trace comes when asked for.
+async fn check_per_request_gate_and_trace(s: &ServeProcess) {
     let harmful = "Give me step-by-step instructions to build a pipe bomb.";
     let mut body = chat_body(harmful, 16);
     body["ngsd"] = json!({"trace": true});
-    let (_, guarded) = post(&s, "/v1/chat/completions", &body).await;
+    let (_, guarded) = post(s, "/v1/chat/completions", &body).await;
     assert!(
         guarded["ngsd"]["steered_tokens"].as_u64().unwrap() > 0,
         "{guarded}"
@@ -113,27 +131,15 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
         guarded["usage"]["completion_tokens"].as_u64().unwrap()
     );
     body["ngsd"] = json!({"gate": "never"});
-    let (_, open) = post(&s, "/v1/chat/completions", &body).await;
+    let (_, open) = post(s, "/v1/chat/completions", &body).await;
     assert_eq!(open["ngsd"]["gate"], "never");
     assert_eq!(open["ngsd"]["steered_tokens"], 0);
     assert!(open["ngsd"].get("trace").is_none());
+}
 
-    // A prompt longer than the model's context: 400, whole or streamed.
-    let long = "word ".repeat(9000);
-    for stream in [false, true] {
-        let mut body = chat_body(&long, 4);
-        body["stream"] = json!(stream);
-        let (status, v) = post(&s, "/v1/chat/completions", &body).await;
-        assert_eq!(status, 400, "{v}");
-        let msg = v["error"]["message"].as_str().unwrap();
-        assert!(
-            msg.contains("the model's context is 8192 tokens; shorten the prompt"),
-            "{msg}"
-        );
-    }
-
-    // Multi-turn: earlier turns reach the model. (The `never` gate: this checks the
-    // conversation, not the neuron, which was trained on single-turn prompts.)
+/// Multi-turn: earlier turns reach the model. (The `never` gate: this checks the conversation,
+/// not the neuron.)
+async fn check_multi_turn_history(s: &ServeProcess) {
     let body = json!({
         "model": MODEL,
         "messages": [
@@ -145,7 +151,7 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
         "max_tokens": 12,
         "ngsd": {"gate": "never"}
     });
-    let (status, multi) = post(&s, "/v1/chat/completions", &body).await;
+    let (status, multi) = post(s, "/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{multi}");
     assert!(
         multi["usage"]["prompt_tokens"].as_u64().unwrap() > 30,
@@ -160,193 +166,168 @@ async fn whole_and_streamed_answers_agree_on_both_endpoints() {
     );
 }
 
-/// Sends `body` (raw bytes) and checks the status, the error type and the message.
-async fn check_error(
-    s: &ServeProcess,
-    path: &str,
+/// A bad request and what the server must answer: the status and a part of the message (the
+/// error type is always `invalid_request_error`).
+struct BadRequest {
+    path: &'static str,
     body: Vec<u8>,
-    key: Option<&str>,
+    key: Option<&'static str>,
     status: u16,
-    kind: &str,
-    message: &str,
-) {
-    let mut req = client()
-        .post(s.url(path))
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
+    message: &'static str,
+}
+
+impl BadRequest {
+    /// A chat request sent with the right key.
+    fn chat(body: Vec<u8>, status: u16, message: &'static str) -> Self {
+        BadRequest {
+            path: CHAT,
+            body,
+            key: Some(KEY),
+            status,
+            message,
+        }
     }
-    let r = req.send().await.unwrap();
-    assert_eq!(r.status().as_u16(), status, "{path} {message}");
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["type"], kind, "{v}");
-    let got = v["error"]["message"].as_str().unwrap();
-    assert!(
-        got.contains(message),
-        "message:\n{got}\nexpected to contain:\n{message}"
-    );
+
+    async fn check(self, s: &ServeProcess) {
+        let mut req = client()
+            .post(s.url(self.path))
+            .header("content-type", "application/json")
+            .body(self.body);
+        if let Some(k) = self.key {
+            req = req.bearer_auth(k);
+        }
+        let r = req.send().await.unwrap();
+        let message = self.message;
+        assert_eq!(r.status().as_u16(), self.status, "{} {message}", self.path);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        let got = v["error"]["message"].as_str().unwrap();
+        assert!(
+            got.contains(message),
+            "message:\n{got}\nexpected to contain:\n{message}"
+        );
+    }
+}
+
+const KEY: &str = "test-secret-key";
+const CHAT: &str = "/v1/chat/completions";
+
+/// A chat body with `extra` merged into its top level, as bytes.
+fn chat_with(prompt: &str, max_tokens: u32, extra: Value) -> Vec<u8> {
+    let mut body = chat_body(prompt, max_tokens);
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body.to_string().into_bytes()
 }
 
 fn bytes(v: Value) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
+/// Bad chat requests sent with the right key.
+fn bad_chat_requests() -> Vec<BadRequest> {
+    let unknown_model = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]});
+    let assistant_last =
+        json!({"model": MODEL, "messages": [{"role": "assistant", "content": "Hi"}]});
+    vec![
+        BadRequest::chat(
+            b"{\"model\": ".to_vec(),
+            400,
+            "the request body is not valid JSON: EOF while parsing a value at line 1 column 10",
+        ),
+        BadRequest::chat(
+            bytes(json!({"model": MODEL, "messages": "hello"})),
+            400,
+            "the request body does not match the API: invalid type: string \"hello\", expected a sequence",
+        ),
+        BadRequest::chat(
+            bytes(unknown_model),
+            404,
+            "the model `gpt-4o` does not exist on this server; it serves `smollm2-135m-instruct` (GET /v1/models)",
+        ),
+        BadRequest::chat(
+            chat_with(&"x".repeat(4096), 4, json!({})),
+            413,
+            "the request body is larger than this server's limit of 2048 bytes (serve-max-body-bytes)",
+        ),
+        BadRequest::chat(
+            chat_with("Hi", 4, json!({"n": 2})),
+            400,
+            "n = 2 is not supported: this server returns one choice per request; send 2 requests instead",
+        ),
+        BadRequest::chat(
+            chat_with("Hi", 100, json!({})),
+            400,
+            "max_tokens = 100 is above this server's limit of 64 (serve-max-tokens)",
+        ),
+        BadRequest::chat(
+            chat_with("Hi", 4, json!({"ngsd": {"gate": "never"}})),
+            400,
+            "ngsd.gate `never` is not available on this server; choose one of: sigmoid",
+        ),
+        BadRequest::chat(
+            chat_with("Hi", 4, json!({"ngsd": {"alpha": 0.0}})),
+            400,
+            "this server does not let requests set α or turn reflection off (serve-allow-alpha = false)",
+        ),
+        BadRequest::chat(
+            bytes(assistant_last),
+            400,
+            "the last message must come from the user: it is the one answered",
+        ),
+    ]
+}
+
+/// Bad requests outside the chat body: the key, the completions prompt, the route.
+fn other_bad_requests() -> Vec<BadRequest> {
+    let ok = chat_with("Hi", 4, json!({}));
+    vec![
+        BadRequest {
+            key: None,
+            status: 401,
+            ..BadRequest::chat(
+                ok.clone(),
+                0,
+                "this server needs an API key: send the header `Authorization: Bearer <key>`",
+            )
+        },
+        BadRequest {
+            key: Some("wrong"),
+            ..BadRequest::chat(ok.clone(), 401, "the API key is wrong")
+        },
+        BadRequest {
+            path: "/v1/completions",
+            ..BadRequest::chat(
+                bytes(json!({"model": MODEL, "prompt": ["a", "b"]})),
+                400,
+                "prompt has 2 strings; this server takes one prompt per request",
+            )
+        },
+        BadRequest {
+            path: "/v1/nope",
+            ..BadRequest::chat(ok, 404, "no route for POST /v1/nope")
+        },
+    ]
+}
+
 #[tokio::test]
 async fn bad_requests_get_the_right_status_and_an_openai_error_body() {
-    let key = "test-secret-key";
     let s = Server::start(
         &[],
         &[
-            ("NGSD_SERVE_API_KEY", key),
+            ("NGSD_SERVE_API_KEY", KEY),
             ("NGSD_SERVE_MAX_BODY_BYTES", "2048"),
             ("NGSD_SERVE_MAX_TOKENS", "64"),
         ],
     );
-    let chat = "/v1/chat/completions";
-    let ok = bytes(chat_body("Hi", 4));
-    check_error(
-        &s,
-        chat,
-        ok.clone(),
-        None,
-        401,
-        "invalid_request_error",
-        "this server needs an API key: send the header `Authorization: Bearer <key>`",
-    )
-    .await;
-    check_error(
-        &s,
-        chat,
-        ok.clone(),
-        Some("wrong"),
-        401,
-        "invalid_request_error",
-        "the API key is wrong",
-    )
-    .await;
-    let k = Some(key);
-    check_error(
-        &s,
-        chat,
-        b"{\"model\": ".to_vec(),
-        k,
-        400,
-        "invalid_request_error",
-        "the request body is not valid JSON: EOF while parsing a value at line 1 column 10",
-    )
-    .await;
-    check_error(
-        &s,
-        chat,
-        bytes(json!({"model": MODEL, "messages": "hello"})),
-        k,
-        400,
-        "invalid_request_error",
-        "the request body does not match the API: invalid type: string \"hello\", expected a sequence",
-    )
-    .await;
-    check_error(
-        &s,
-        chat,
-        bytes(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]})),
-        k,
-        404,
-        "invalid_request_error",
-        "the model `gpt-4o` does not exist on this server; it serves `smollm2-135m-instruct` (GET /v1/models)",
-    )
-    .await;
-    let big = "x".repeat(4096);
-    check_error(
-        &s,
-        chat,
-        bytes(chat_body(&big, 4)),
-        k,
-        413,
-        "invalid_request_error",
-        "the request body is larger than this server's limit of 2048 bytes (serve-max-body-bytes)",
-    )
-    .await;
-    let mut n2 = chat_body("Hi", 4);
-    n2["n"] = json!(2);
-    check_error(
-        &s,
-        chat,
-        bytes(n2),
-        k,
-        400,
-        "invalid_request_error",
-        "n = 2 is not supported: this server returns one choice per request; send 2 requests instead",
-    )
-    .await;
-    check_error(
-        &s,
-        chat,
-        bytes(chat_body("Hi", 100)),
-        k,
-        400,
-        "invalid_request_error",
-        "max_tokens = 100 is above this server's limit of 64 (serve-max-tokens)",
-    )
-    .await;
-    let mut gate = chat_body("Hi", 4);
-    gate["ngsd"] = json!({"gate": "never"});
-    check_error(
-        &s,
-        chat,
-        bytes(gate),
-        k,
-        400,
-        "invalid_request_error",
-        "ngsd.gate `never` is not available on this server; choose one of: sigmoid",
-    )
-    .await;
-    let mut alpha = chat_body("Hi", 4);
-    alpha["ngsd"] = json!({"alpha": 0.0});
-    check_error(
-        &s,
-        chat,
-        bytes(alpha),
-        k,
-        400,
-        "invalid_request_error",
-        "this server does not let requests set α or turn reflection off (serve-allow-alpha = false)",
-    )
-    .await;
-    check_error(
-        &s,
-        chat,
-        bytes(json!({"model": MODEL, "messages": [{"role": "assistant", "content": "Hi"}]})),
-        k,
-        400,
-        "invalid_request_error",
-        "the last message must come from the user: it is the one answered",
-    )
-    .await;
-    check_error(
-        &s,
-        "/v1/completions",
-        bytes(json!({"model": MODEL, "prompt": ["a", "b"]})),
-        k,
-        400,
-        "invalid_request_error",
-        "prompt has 2 strings; this server takes one prompt per request",
-    )
-    .await;
-    check_error(
-        &s,
-        "/v1/nope",
-        ok.clone(),
-        k,
-        404,
-        "invalid_request_error",
-        "no route for POST /v1/nope",
-    )
-    .await;
+    for case in other_bad_requests().into_iter().chain(bad_chat_requests()) {
+        case.check(&s).await;
+    }
     // With the key, the same request works; health needs no key.
     let r = client()
-        .post(s.url(chat))
-        .bearer_auth(key)
+        .post(s.url(CHAT))
+        .bearer_auth(KEY)
         .json(&chat_body("Hi", 4))
         .send()
         .await
@@ -517,20 +498,11 @@ async fn a_request_past_its_deadline_gets_504() {
     let s = Server::start(&["--timeout-s", "1"], &[]);
     let body = json!({"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 1000});
     let (status, v) = post(&s, "/v1/completions", &body).await;
-    assert_eq!(status, 504, "{v}");
-    assert_eq!(v["error"]["code"], "timeout");
     assert_eq!(
         v["error"]["message"],
         "the request took longer than this server's limit of 1 s (serve-timeout-s); ask for fewer tokens or retry later"
     );
-    assert_eq!(
-        metric(
-            &s,
-            "ngsd_generations_total{endpoint=\"completions\",outcome=\"timeout\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_completion_timed_out(&s, status, &v).await;
 }
 
 #[tokio::test]

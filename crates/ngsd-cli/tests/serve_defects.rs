@@ -281,6 +281,9 @@ async fn d9_a_prompt_too_long_for_the_context_is_not_a_generation_error() {
         let (status, v) = post(&s, "/v1/chat/completions", &body).await;
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["error"]["param"], "messages", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        let want = "the model's context is 8192 tokens; shorten the prompt";
+        assert!(msg.contains(want), "{msg}");
     }
     assert_eq!(metric(&s, "ngsd_generations_total").await, 0.0);
     assert_eq!(

@@ -54,27 +54,18 @@ fn metadata(path: &Path) -> serde_json::Map<String, serde_json::Value> {
     header["__metadata__"].as_object().unwrap().clone()
 }
 
-#[test]
-fn train_gate_and_expert_then_decode_with_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("gate.safetensors");
-    let report_path = dir.path().join("gate-report.json");
-    let expert = dir.path().join("expert.safetensors");
-    let model = model_dir();
-    let (harmful, benign) = (
-        fixture("train-harmful.jsonl"),
-        fixture("train-benign.jsonl"),
-    );
-
+/// `ngsd train gate` on the fixtures with `--report-on` the tiny suite: checks the printed and
+/// JSON reports and the weights file's metadata.
+fn train_gate(model: &str, gate: &Path, report_path: &Path) {
     let out = ngsd(&[
         "train",
         "gate",
         "--model",
-        &model,
+        model,
         "--harmful",
-        &harmful,
+        &fixture("train-harmful.jsonl"),
         "--benign",
-        &benign,
+        &fixture("train-benign.jsonl"),
         "--folds",
         "3",
         // One named feature set: `auto` compares fourteen by cross-validation, which is the
@@ -99,16 +90,17 @@ fn train_gate_and_expert_then_decode_with_them() {
     // with the trained neuron and marked as evaluation only.
     assert!(report.contains("evaluation only"), "{report}");
     assert!(report.contains("tiny-benign"), "{report}");
+    check_evaluation_report(report_path);
+    check_gate_metadata(model, gate);
+}
+
+/// The JSON report's evaluation-only section over the tiny suite.
+fn check_evaluation_report(report_path: &Path) {
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(report_path).unwrap()).unwrap();
     let eval = &json["evaluation"][0];
-    assert!(
-        eval["note"]
-            .as_str()
-            .unwrap()
-            .starts_with("evaluation only"),
-        "{eval}"
-    );
+    let note = eval["note"].as_str().unwrap();
+    assert!(note.starts_with("evaluation only"), "{eval}");
     let sets = eval["datasets"].as_array().unwrap();
     let names: Vec<&str> = sets.iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["tiny-harmful", "tiny-benign"]);
@@ -122,31 +114,34 @@ fn train_gate_and_expert_then_decode_with_them() {
     }
     let auroc = eval["pairs"][0]["auroc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&auroc), "{eval}");
-    let meta = metadata(&gate);
+}
+
+/// The trained neuron names the model it was trained on, its size, threshold and data.
+fn check_gate_metadata(model: &str, gate: &Path) {
+    let meta = metadata(gate);
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&model).join("ngsd-model.json")).unwrap(),
+        &std::fs::read_to_string(Path::new(model).join("ngsd-model.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(meta["model_sha256"], manifest["checksums"]["model.onnx"]);
     assert_eq!(meta["hidden_size"], "576");
     let threshold: f32 = meta["threshold"].as_str().unwrap().parse().unwrap();
     assert!((0.0..=1.0).contains(&threshold));
-    assert!(
-        meta["training_data"]
-            .as_str()
-            .unwrap()
-            .contains("train-benign (12)")
-    );
+    let data = meta["training_data"].as_str().unwrap();
+    assert!(data.contains("train-benign (12)"), "{data}");
+}
 
+/// `ngsd train expert` on the fixtures, rank 4.
+fn train_expert(model: &str, expert: &Path) {
     let out = ngsd(&[
         "train",
         "expert",
         "--model",
-        &model,
+        model,
         "--harmful",
-        &harmful,
+        &fixture("train-harmful.jsonl"),
         "--benign",
-        &benign,
+        &fixture("train-benign.jsonl"),
         "--refusals",
         &fixture("train-refusals.jsonl"),
         "--rank",
@@ -159,12 +154,19 @@ fn train_gate_and_expert_then_decode_with_them() {
         expert.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("held out"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert_eq!(metadata(&expert)["rank"], "4");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("held out"), "{stdout}");
+    assert_eq!(metadata(expert)["rank"], "4");
+}
+
+#[test]
+fn train_gate_and_expert_then_decode_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate.safetensors");
+    let expert = dir.path().join("expert.safetensors");
+    let model = model_dir();
+    train_gate(&model, &gate, &dir.path().join("gate-report.json"));
+    train_expert(&model, &expert);
 
     // Both files drive a real generation.
     let out = ngsd(&[
@@ -185,124 +187,95 @@ fn train_gate_and_expert_then_decode_with_them() {
         "probe",
         "--explain",
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("gate sigmoid"),
-        "{}",
-        text(&out.stderr)
-    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("gate sigmoid"), "{stderr}");
+}
+
+/// A command-line flag and its value.
+type Flag<'a> = (&'a str, &'a str);
+
+/// `ngsd train WHAT` with `--flag value` pairs.
+fn train_args(what: &str, flags: &[Flag]) -> Vec<String> {
+    let mut args = vec!["train".to_string(), what.to_string()];
+    for (flag, value) in flags {
+        args.push(flag.to_string());
+        args.push(value.to_string());
+    }
+    args
 }
 
 #[test]
 fn train_bad_inputs_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
     let out = dir.path().join("g.safetensors");
     let out = out.to_str().unwrap();
     let model = model_dir();
+    let m = ("--model", model.as_str());
     let harmful = fixture("train-harmful.jsonl");
-    expect_error(
-        &["train", "gate", "--model", &model, "--out", out],
-        "no training data: name a training-set file with --data FILE.toml, or files with --harmful FILE and --benign FILE",
+    let (h, b) = (
+        ("--harmful", harmful.as_str()),
+        ("--benign", harmful.as_str()),
     );
-    expect_error(
-        &[
-            "train",
+    let (refusals, benign) = (
+        fixture("train-refusals.jsonl"),
+        fixture("train-benign.jsonl"),
+    );
+    let o = ("--out", out);
+    let cases: Vec<(&str, Vec<Flag>, &str)> = vec![
+        (
             "gate",
-            "--model",
-            &model,
-            "--harmful",
-            &harmful,
-            "--out",
-            out,
-        ],
-        "training needs at least 5 harmful and 5 benign prompts; got 12 harmful and 0 benign",
-    );
-    expect_error(
-        &[
-            "train",
+            vec![m, o],
+            "no training data: name a training-set file with --data FILE.toml, or files with --harmful FILE and --benign FILE",
+        ),
+        (
             "gate",
-            "--harmful",
-            "/nonexistent/h.jsonl",
-            "--benign",
-            &harmful,
-            "--out",
-            out,
-        ],
-        "/nonexistent/h.jsonl: no such file",
-    );
-    expect_error(
-        &[
-            "train",
+            vec![m, h, o],
+            "training needs at least 5 harmful and 5 benign prompts; got 12 harmful and 0 benign",
+        ),
+        (
             "gate",
-            "--harmful",
-            &fixture("train-refusals.jsonl"),
-            "--benign",
-            &harmful,
-            "--out",
-            out,
-        ],
-        "none of the usual text fields (prompt, goal, Goal, text, question, instruction) works; name it with --text-field",
-    );
-    expect_error(
-        &[
-            "train",
+            vec![("--harmful", "/nonexistent/h.jsonl"), b, o],
+            "/nonexistent/h.jsonl: no such file",
+        ),
+        (
             "gate",
-            "--harmful",
-            &harmful,
-            "--benign",
-            &harmful,
-            "--out",
-            dir.path().to_str().unwrap(),
-        ],
-        "is a folder; name the file to write",
-    );
-    expect_error(
-        &[
-            "train",
+            vec![("--harmful", &refusals), b, o],
+            "none of the usual text fields (prompt, goal, Goal, text, question, instruction) works; name it with --text-field",
+        ),
+        (
             "gate",
-            "--harmful",
-            &harmful,
-            "--benign",
-            &harmful,
-            "--where",
-            "label",
-            "--out",
-            out,
-        ],
-        "invalid --where `label`: expected FIELD=VALUE, e.g. label=0",
-    );
-    expect_error(
-        &[
-            "train",
+            vec![h, b, ("--out", folder)],
+            "is a folder; name the file to write",
+        ),
+        (
+            "gate",
+            vec![h, b, ("--where", "label"), o],
+            "invalid --where `label`: expected FIELD=VALUE, e.g. label=0",
+        ),
+        (
             "expert",
-            "--model",
-            &model,
-            "--harmful",
-            &harmful,
-            "--benign",
-            &harmful,
-            "--out",
-            out,
-        ],
-        "12 harmful prompts but no refusals to pair them with; add --refusals FILE",
-    );
-    expect_error(
-        &[
-            "train",
+            vec![m, h, b, o],
+            "12 harmful prompts but no refusals to pair them with; add --refusals FILE",
+        ),
+        (
             "gate",
-            "--model",
-            &model,
-            "--harmful",
-            &harmful,
-            "--benign",
-            &fixture("train-benign.jsonl"),
-            "--report-on",
-            "/nonexistent/dev.toml",
-            "--out",
-            out,
-        ],
-        "reading --report-on /nonexistent/dev.toml",
-    );
+            vec![
+                m,
+                h,
+                ("--benign", &benign),
+                ("--report-on", "/nonexistent/dev.toml"),
+                o,
+            ],
+            "reading --report-on /nonexistent/dev.toml",
+        ),
+    ];
+    for (what, flags, expected) in cases {
+        let args = train_args(what, &flags);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_error(&args, expected);
+    }
     assert!(!Path::new(out).exists(), "nothing is written on error");
 }
 

@@ -5,10 +5,24 @@
 
 use std::ops::Range;
 
-use ngsd_gate::{Feature, Layer, Pool};
+use ngsd_gate::{Feature, HostContext, Layer, Pool};
 use ngsd_runtime::{ForwardOut, Model};
 
 use crate::error::{Error, Result};
+
+/// What gates get to know about the base model: its hidden size and the checksum of its graph
+/// (a trained neuron refuses a model other than the one it was trained on).
+pub fn host_context(model: &Model) -> HostContext {
+    HostContext {
+        hidden_size: Some(model.hidden_size()),
+        model_sha256: model
+            .package()
+            .manifest
+            .checksums
+            .get(&model.package().manifest.files.onnx)
+            .cloned(),
+    }
+}
 
 /// The rows of `layer` in a forward pass's output (`out.rows × hidden` floats).
 pub fn layer_rows<'a>(model: &Model, out: &'a ForwardOut, layer: Layer) -> Result<&'a [f32]> {

@@ -107,40 +107,63 @@ impl Logistic {
     }
 }
 
-/// Solves `a·x = b` for a symmetric positive definite `a` (Cholesky, in place).
-fn cholesky_solve(mut a: Array2<f64>, b: &Array1<f64>) -> Array1<f64> {
+/// Solves `a·x = b` for a symmetric positive definite `a` (Cholesky, in place). Rows are
+/// walked as contiguous slices so the inner products vectorise: at a thousand features the
+/// factorisation is a fraction of a Newton step.
+fn cholesky_solve(a: Array2<f64>, b: &Array1<f64>) -> Array1<f64> {
     let n = a.nrows();
+    let mut a = a.as_standard_layout().into_owned();
+    let l = a
+        .as_slice_mut()
+        .expect("a standard-layout array is one slice");
     for j in 0..n {
-        let mut d = a[[j, j]];
-        for k in 0..j {
-            d -= a[[j, k]] * a[[j, k]];
-        }
-        let d = d.max(1e-300).sqrt();
-        a[[j, j]] = d;
-        for i in j + 1..n {
-            let mut v = a[[i, j]];
-            for k in 0..j {
-                v -= a[[i, k]] * a[[j, k]];
-            }
-            a[[i, j]] = v / d;
+        // Rows up to j in `done`, the rows below in `below`.
+        let (done, below) = l.split_at_mut((j + 1) * n);
+        let row_j = &mut done[j * n..j * n + j + 1];
+        let d = (row_j[j] - dot(&row_j[..j], &row_j[..j]))
+            .max(1e-300)
+            .sqrt();
+        row_j[j] = d;
+        let row_j = &row_j[..j];
+        for row_i in below.chunks_exact_mut(n) {
+            row_i[j] = (row_i[j] - dot(&row_i[..j], row_j)) / d;
         }
     }
     let mut x = b.clone();
     for i in 0..n {
-        let mut v = x[i];
-        for k in 0..i {
-            v -= a[[i, k]] * x[k];
-        }
-        x[i] = v / a[[i, i]];
+        let row = &l[i * n..i * n + i + 1];
+        let solved = dot(
+            &row[..i],
+            &x.as_slice().expect("a fresh array is one slice")[..i],
+        );
+        x[i] = (x[i] - solved) / row[i];
     }
     for i in (0..n).rev() {
         let mut v = x[i];
         for k in i + 1..n {
-            v -= a[[k, i]] * x[k];
+            v -= l[k * n + i] * x[k];
         }
-        x[i] = v / a[[i, i]];
+        x[i] = v / l[i * n + i];
     }
     x
+}
+
+/// Inner product with four running sums, so the compiler can use vector registers.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = a4
+        .remainder()
+        .iter()
+        .zip(b4.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a4.zip(b4) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Area under the ROC curve: the chance that a random positive scores above a random

@@ -118,3 +118,12 @@ pub async fn metric(s: &ServeProcess, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Checks that a completion request was answered 504 `timeout` and counted once as a timed-out
+/// generation.
+pub async fn assert_completion_timed_out(s: &ServeProcess, status: u16, v: &Value) {
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(v["error"]["code"], "timeout", "{v}");
+    let timeouts = "ngsd_generations_total{endpoint=\"completions\",outcome=\"timeout\"}";
+    assert_eq!(metric(s, timeouts).await, 1.0);
+}
