@@ -228,7 +228,8 @@ impl Bench {
             let out =
                 ngsd_decode::generate(&req, &mut self.models, gate, reflection, decode, |_| {})?;
             tokens += out.tokens.len();
-            // Everything after the prompt's prefill: the span plain generation's tok/s covers.
+            // The whole request, prefill and reflection included, as plain generation's
+            // wall time includes its prefill.
             seconds += out.summary.timings.total_ms / 1e3;
             passes += out.summary.expert_forward_passes;
         }
