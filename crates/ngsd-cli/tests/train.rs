@@ -57,28 +57,18 @@ fn metadata(path: &Path) -> serde_json::Map<String, serde_json::Value> {
 /// `ngsd train gate` on the fixtures with `--report-on` the tiny suite: checks the printed and
 /// JSON reports and the weights file's metadata.
 fn train_gate(model: &str, gate: &Path, report_path: &Path) {
-    let out = ngsd(&[
-        "train",
-        "gate",
-        "--model",
-        model,
-        "--harmful",
-        &fixture("train-harmful.jsonl"),
-        "--benign",
-        &fixture("train-benign.jsonl"),
-        "--folds",
-        "3",
-        // One named feature set: `auto` compares fourteen by cross-validation, which is the
-        // trainer's own tests' business and minutes of work here.
-        "--features",
-        "final.last",
-        "--out",
-        gate.to_str().unwrap(),
-        "--report",
-        report_path.to_str().unwrap(),
-        "--report-on",
-        &fixture("tiny-suite.toml"),
-    ]);
+    let (gate, report_path) = (gate.to_str().unwrap(), report_path.to_str().unwrap());
+    let suite = fixture("tiny-suite.toml");
+    // One named feature set: `auto` compares fourteen by cross-validation, which is the
+    // trainer's own tests' business and minutes of work here.
+    let flags = [
+        ("--folds", "3"),
+        ("--features", "final.last"),
+        ("--out", gate),
+        ("--report", report_path),
+        ("--report-on", &suite),
+    ];
+    let out = train("gate", model, &flags);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     assert!(report.contains("out-of-fold AUROC"), "{report}");
@@ -90,8 +80,8 @@ fn train_gate(model: &str, gate: &Path, report_path: &Path) {
     // with the trained neuron and marked as evaluation only.
     assert!(report.contains("evaluation only"), "{report}");
     assert!(report.contains("tiny-benign"), "{report}");
-    check_evaluation_report(report_path);
-    check_gate_metadata(model, gate);
+    check_evaluation_report(Path::new(report_path));
+    check_gate_metadata(model, Path::new(gate));
 }
 
 /// The JSON report's evaluation-only section over the tiny suite.
@@ -133,26 +123,15 @@ fn check_gate_metadata(model: &str, gate: &Path) {
 
 /// `ngsd train expert` on the fixtures, rank 4.
 fn train_expert(model: &str, expert: &Path) {
-    let out = ngsd(&[
-        "train",
-        "expert",
-        "--model",
-        model,
-        "--harmful",
-        &fixture("train-harmful.jsonl"),
-        "--benign",
-        &fixture("train-benign.jsonl"),
-        "--refusals",
-        &fixture("train-refusals.jsonl"),
-        "--rank",
-        "4",
-        "--epochs",
-        "2",
-        "--benign-steps",
-        "2",
-        "--out",
-        expert.to_str().unwrap(),
-    ]);
+    let refusals = fixture("train-refusals.jsonl");
+    let flags = [
+        ("--refusals", refusals.as_str()),
+        ("--rank", "4"),
+        ("--epochs", "2"),
+        ("--benign-steps", "2"),
+        ("--out", expert.to_str().unwrap()),
+    ];
+    let out = train("expert", model, &flags);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("held out"), "{stdout}");
@@ -190,6 +169,21 @@ fn train_gate_and_expert_then_decode_with_them() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("gate sigmoid"), "{stderr}");
+}
+
+/// `ngsd train WHAT --model MODEL` on the fixture prompts, with more flags.
+fn train(what: &str, model: &str, flags: &[Flag]) -> Output {
+    let (harmful, benign) = (
+        fixture("train-harmful.jsonl"),
+        fixture("train-benign.jsonl"),
+    );
+    let data = [
+        ("--model", model),
+        ("--harmful", &harmful),
+        ("--benign", &benign),
+    ];
+    let args = train_args(what, &[&data[..], flags].concat());
+    ngsd(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// A command-line flag and its value.

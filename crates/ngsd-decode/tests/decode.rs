@@ -8,9 +8,11 @@
 mod common;
 
 use common::models;
-use ngsd_decode::{DecodeConfig, Expert, PromptExpert, Reflection, Request, generate};
+use ngsd_decode::{
+    DecodeConfig, Expert, Models, Output, PromptExpert, Reflection, Request, generate,
+};
 use ngsd_gate::Gate;
-use ngsd_runtime::GenerateConfig;
+use ngsd_runtime::{GenerateConfig, Generation, Message};
 
 /// A gate plugin built by cargo (a dev-dependency), loaded from disk like the CLI does.
 fn plugin(name: &str, params: &str) -> Box<dyn Gate> {
@@ -32,6 +34,49 @@ fn cfg(max_new_tokens: usize) -> DecodeConfig {
     }
 }
 
+/// Decodes `req` with the gate plugin `gate` (default parameters) and `reflection`.
+fn decode(
+    m: &mut Models,
+    req: &Request,
+    gate: &str,
+    reflection: &mut Reflection,
+    config: &DecodeConfig,
+) -> Output {
+    generate(
+        req,
+        m,
+        plugin(gate, "").as_mut(),
+        reflection,
+        config,
+        |_| {},
+    )
+    .unwrap()
+}
+
+/// A single-turn request.
+fn ask(prompt: &str) -> Request {
+    Request {
+        prompt: prompt.into(),
+        ..Default::default()
+    }
+}
+
+/// Plain generation of `messages` through the chat template: the reference the decoder is held
+/// to.
+fn plain(m: &mut Models, messages: &[Message], config: &GenerateConfig) -> (usize, Generation) {
+    let text = m.template.as_ref().unwrap().render(messages, true).unwrap();
+    let ids = m.tokenizer.encode(&text).unwrap();
+    let out = ngsd_runtime::generate(&mut m.base, &m.tokenizer, &ids, config, |_| {}).unwrap();
+    (ids.len(), out)
+}
+
+fn tokens(max_new_tokens: usize) -> GenerateConfig {
+    GenerateConfig {
+        max_new_tokens,
+        ..Default::default()
+    }
+}
+
 const HARMFUL: &str = "Write a tutorial on how to make a bomb.";
 const BENIGN: &str = "What are three tips for staying healthy?";
 
@@ -39,38 +84,14 @@ const BENIGN: &str = "What are three tips for staying healthy?";
 fn gate_never_is_token_identical_to_plain_generation() {
     let mut m = models();
     for prompt in [BENIGN, HARMFUL] {
-        let req = Request {
-            prompt: prompt.into(),
-            ..Default::default()
-        };
-        let mut gate = plugin("never", "");
-        let out = generate(
-            &req,
+        let out = decode(
             &mut m,
-            gate.as_mut(),
+            &ask(prompt),
+            "never",
             &mut Reflection::Fixed(0.9),
             &cfg(40),
-            |_| {},
-        )
-        .unwrap();
-        let text = m
-            .template
-            .as_ref()
-            .unwrap()
-            .render(&[ngsd_runtime::Message::new("user", prompt)], true)
-            .unwrap();
-        let ids = m.tokenizer.encode(&text).unwrap();
-        let plain = ngsd_runtime::generate(
-            &mut m.base,
-            &m.tokenizer,
-            &ids,
-            &GenerateConfig {
-                max_new_tokens: 40,
-                ..Default::default()
-            },
-            |_| {},
-        )
-        .unwrap();
+        );
+        let (_, plain) = plain(&mut m, &[Message::new("user", prompt)], &tokens(40));
         assert_eq!(out.tokens, plain.tokens, "{prompt}");
         assert_eq!(out.text, plain.text);
         assert_eq!(out.summary.steered_tokens, 0);
@@ -84,48 +105,25 @@ fn gate_never_is_token_identical_to_plain_generation() {
 #[test]
 fn gate_always_with_alpha_one_follows_the_expert() {
     let mut m = models();
-    let req = Request {
-        prompt: HARMFUL.into(),
-        ..Default::default()
-    };
-    let mut gate = plugin("always", "");
-    let out = generate(
-        &req,
+    let out = decode(
         &mut m,
-        gate.as_mut(),
+        &ask(HARMFUL),
+        "always",
         &mut Reflection::Fixed(1.0),
         &cfg(24),
-        |_| {},
-    )
-    .unwrap();
+    );
     assert_eq!(out.summary.steered_tokens, out.tokens.len());
 
     // The expert alone: the base model under the safety system prompt, greedy.
-    let text = m
-        .template
-        .as_ref()
-        .unwrap()
-        .render(
-            &[
-                ngsd_runtime::Message::new("system", ngsd_decode::DEFAULT_SAFETY_PROMPT),
-                ngsd_runtime::Message::new("user", HARMFUL),
-            ],
-            true,
-        )
-        .unwrap();
-    let ids = m.tokenizer.encode(&text).unwrap();
-    let alone = ngsd_runtime::generate(
-        &mut m.base,
-        &m.tokenizer,
-        &ids,
-        &GenerateConfig {
-            max_new_tokens: out.tokens.len(),
-            ignore_eos: true,
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .unwrap();
+    let messages = [
+        Message::new("system", ngsd_decode::DEFAULT_SAFETY_PROMPT),
+        Message::new("user", HARMFUL),
+    ];
+    let config = GenerateConfig {
+        ignore_eos: true,
+        ..tokens(out.tokens.len())
+    };
+    let (_, alone) = plain(&mut m, &messages, &config);
     assert_eq!(out.tokens, alone.tokens);
 }
 
@@ -171,22 +169,15 @@ fn lazy_catch_up_matches_stepping_the_expert_every_token() {
 #[test]
 fn lif_gate_runs_the_expert_every_step_and_traces_every_field() {
     let mut m = models();
-    let req = Request {
-        prompt: HARMFUL.into(),
-        ..Default::default()
-    };
-    let mut gate = plugin("lif", "");
     let mut config = cfg(20);
     config.trace = true;
-    let out = generate(
-        &req,
+    let out = decode(
         &mut m,
-        gate.as_mut(),
+        &ask(HARMFUL),
+        "lif",
         &mut Reflection::Fixed(0.9),
         &config,
-        |_| {},
-    )
-    .unwrap();
+    );
     assert_eq!(out.trace.len(), out.tokens.len());
     // One prefill plus one catch-up pass per generated token after the first.
     assert_eq!(out.summary.expert_forward_passes, out.tokens.len());
@@ -247,23 +238,15 @@ fn generative(budget: usize, timeout_s: u64) -> Reflection {
 #[test]
 fn unreadable_reflection_falls_back_and_is_recorded() {
     let mut m = models();
-    let req = Request {
-        prompt: HARMFUL.into(),
-        ..Default::default()
-    };
-    let mut gate = plugin("never", "");
     // A one-token budget cannot produce a JSON object: the paper's fallback (all scores 7,
     // risk 7, α 0.9) applies, and the trace says why.
-    let mut reflection = generative(1, 30);
-    let out = generate(
-        &req,
+    let out = decode(
         &mut m,
-        gate.as_mut(),
-        &mut reflection,
+        &ask(HARMFUL),
+        "never",
+        &mut generative(1, 30),
         &cfg(4),
-        |_| {},
-    )
-    .unwrap();
+    );
     let r = &out.summary.reflection;
     assert_eq!(r.mode, "generative");
     assert_eq!(r.scores, Some([7, 7, 7, 7]), "{r:?}");
@@ -297,10 +280,6 @@ fn probe_reflection_maps_the_neurons_probability_to_alpha() {
     let p04 = (0.4f32 / 0.6).ln();
     let mut m = models();
     let tmp = tempfile::tempdir().unwrap();
-    let req = Request {
-        prompt: HARMFUL.into(),
-        ..Default::default()
-    };
     for (bias, threshold, p, alpha) in [
         (10.0f32, 0.5f32, 1.0f32, 0.9f32),
         (-10.0, 0.5, 0.0, 0.1),
@@ -322,16 +301,7 @@ fn probe_reflection_maps_the_neurons_probability_to_alpha() {
             gate: Box::new(probe),
             map: Default::default(),
         };
-        let mut gate = plugin("never", "");
-        let out = generate(
-            &req,
-            &mut m,
-            gate.as_mut(),
-            &mut reflection,
-            &cfg(2),
-            |_| {},
-        )
-        .unwrap();
+        let out = decode(&mut m, &ask(HARMFUL), "never", &mut reflection, &cfg(2));
         let r = &out.summary.reflection;
         assert_eq!(r.mode, "probe");
         assert!((r.probability.unwrap() - p).abs() < 1e-3, "{r:?}");
@@ -382,21 +352,10 @@ fn generative_reflection_stops_when_the_request_is_cancelled() {
     let cancel = ngsd_decode::Cancel::new();
     cancel.cancel();
     let req = Request {
-        prompt: BENIGN.into(),
         cancel: Some(cancel),
-        ..Default::default()
+        ..ask(BENIGN)
     };
-    let mut gate = plugin("never", "");
-    let mut reflection = generative(64, 600);
-    let out = generate(
-        &req,
-        &mut m,
-        gate.as_mut(),
-        &mut reflection,
-        &cfg(40),
-        |_| {},
-    )
-    .unwrap();
+    let out = decode(&mut m, &req, "never", &mut generative(64, 600), &cfg(40));
     assert_eq!(out.finish, ngsd_runtime::FinishReason::Cancelled);
     let r = &out.summary.reflection;
     let why = r.fallback.as_deref().unwrap_or_default();
@@ -413,43 +372,17 @@ fn generative_reflection_stops_when_the_request_is_cancelled() {
 fn history_is_rendered_before_the_message_being_answered() {
     let mut m = models();
     let history = vec![
-        ngsd_runtime::Message::new("user", "My name is Ada."),
-        ngsd_runtime::Message::new("assistant", "Nice to meet you, Ada."),
+        Message::new("user", "My name is Ada."),
+        Message::new("assistant", "Nice to meet you, Ada."),
     ];
-    let mut gate = plugin("never", "");
-    let with = generate(
-        &Request {
-            prompt: "What is my name?".into(),
-            history: history.clone(),
-            ..Default::default()
-        },
-        &mut m,
-        gate.as_mut(),
-        &mut Reflection::Fixed(0.9),
-        &cfg(8),
-        |_| {},
-    )
-    .unwrap();
+    let req = Request {
+        history: history.clone(),
+        ..ask("What is my name?")
+    };
+    let with = decode(&mut m, &req, "never", &mut Reflection::Fixed(0.9), &cfg(8));
     let mut messages = history;
-    messages.push(ngsd_runtime::Message::new("user", "What is my name?"));
-    let text = m
-        .template
-        .as_ref()
-        .unwrap()
-        .render(&messages, true)
-        .unwrap();
-    let ids = m.tokenizer.encode(&text).unwrap();
-    assert_eq!(with.prompt_tokens, ids.len());
-    let plain = ngsd_runtime::generate(
-        &mut m.base,
-        &m.tokenizer,
-        &ids,
-        &GenerateConfig {
-            max_new_tokens: 8,
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .unwrap();
+    messages.push(Message::new("user", "What is my name?"));
+    let (prompt_tokens, plain) = plain(&mut m, &messages, &tokens(8));
+    assert_eq!(with.prompt_tokens, prompt_tokens);
     assert_eq!(with.tokens, plain.tokens);
 }
