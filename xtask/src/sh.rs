@@ -91,7 +91,7 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
     if actual != expected {
         bail!(
             "{} has sha256 {actual}, expected {expected}; the download is corrupt or not the pinned \
-             version: delete it and re-run `cargo xtask setup`",
+             version: delete it and re-run the same `cargo xtask setup` command",
             path.display()
         );
     }
