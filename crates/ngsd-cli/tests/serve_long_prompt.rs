@@ -18,7 +18,8 @@ use common::{MODEL, Server, assert_completion_timed_out, post};
 /// The server's deadline for the request (`--timeout-s`).
 const DEADLINE: Duration = Duration::from_secs(2);
 /// How long after its deadline a timed-out request may still take to answer: the prefill
-/// chunk (512 tokens) under way when the deadline passes, on the fixture's one thread.
+/// chunk (256 tokens, about 1 s here) under way when the deadline passes, on the fixture's one
+/// thread.
 const GRACE: Duration = Duration::from_secs(2);
 
 /// Plain text (no chat markup) of at least `tokens` tokens, and its exact count.

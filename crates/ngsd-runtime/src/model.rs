@@ -154,7 +154,7 @@ impl ForwardOut {
 }
 
 /// Default tokens per chunk of [`Model::prefill`].
-pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 
 /// How a chunked prefill ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
