@@ -25,7 +25,8 @@ pub use error::{Error, Result};
 pub use generate::{FinishReason, GenerateConfig, Generation, StopFilter, TextOutput, generate};
 pub use kv::KvCache;
 pub use model::{
-    DEFAULT_PREFILL_CHUNK, ForwardOut, IoDescription, Model, ModelOptions, Positions, Prefill,
+    DEFAULT_PREFILL_CHUNK, ForwardOut, IoDescription, MAX_DEFAULT_PREFILL_CHUNK, Model,
+    ModelOptions, Positions, Prefill, default_prefill_chunk,
 };
 pub use package::{
     ChecksumReport, Files, IoNames, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestSource,

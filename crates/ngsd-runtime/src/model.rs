@@ -153,8 +153,19 @@ impl ForwardOut {
     }
 }
 
-/// Default tokens per chunk of [`Model::prefill`].
+/// Default tokens per chunk of [`Model::prefill`] for each thread of the pool, up to
+/// [`MAX_DEFAULT_PREFILL_CHUNK`]: a chunk then takes about the same wall time whatever the
+/// thread count (about 1 s for the fp32 default model on one core of the reference machine),
+/// which bounds how long a cancelled request or a passed deadline waits.
 pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+
+/// The largest default chunk (fewer, longer chunks gain little past it).
+pub const MAX_DEFAULT_PREFILL_CHUNK: usize = 512;
+
+/// The default chunk for a pool of `threads` intra-op threads.
+pub fn default_prefill_chunk(threads: usize) -> usize {
+    (DEFAULT_PREFILL_CHUNK * threads.max(1)).min(MAX_DEFAULT_PREFILL_CHUNK)
+}
 
 /// How a chunked prefill ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,7 +276,9 @@ impl Model {
             }
         }
         let session = builder.commit_from_file(&onnx).map_err(|e| load_err(&e))?;
-        Self::from_session(session, package, provider, provider_note)
+        let mut model = Self::from_session(session, package, provider, provider_note)?;
+        model.prefill_chunk = default_prefill_chunk(runtime.threads);
+        Ok(model)
     }
 
     fn from_session(
@@ -356,7 +369,7 @@ impl Model {
         self.io.shared_kv
     }
 
-    /// Tokens per chunk of [`Model::prefill`] (default [`DEFAULT_PREFILL_CHUNK`]).
+    /// Tokens per chunk of [`Model::prefill`] (default [`default_prefill_chunk`] of the pool).
     pub fn prefill_chunk(&self) -> usize {
         self.prefill_chunk
     }
@@ -775,5 +788,18 @@ impl OutputLayout {
             });
         }
         Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_chunk_grows_with_the_pool_up_to_its_cap() {
+        assert_eq!(default_prefill_chunk(0), DEFAULT_PREFILL_CHUNK);
+        assert_eq!(default_prefill_chunk(1), 256);
+        assert_eq!(default_prefill_chunk(2), 512);
+        assert_eq!(default_prefill_chunk(16), MAX_DEFAULT_PREFILL_CHUNK);
     }
 }

@@ -24,6 +24,8 @@ pub const MIN_ORT_MINOR: u32 = 31;
 pub struct OrtRuntime {
     /// The library file that was loaded.
     pub path: PathBuf,
+    /// Intra-op threads of the process-wide pool.
+    pub threads: usize,
     pub(crate) env: ort::environment::Environment,
 }
 
@@ -31,6 +33,7 @@ impl std::fmt::Debug for OrtRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrtRuntime")
             .field("path", &self.path)
+            .field("threads", &self.threads)
             .finish()
     }
 }
@@ -118,5 +121,5 @@ fn load(explicit: Option<&Path>, threads: usize) -> std::result::Result<OrtRunti
     // ort forwards ONNX Runtime's log to `tracing` at verbose level; building verbose lines on
     // the hot path costs time, and warnings are what a user needs.
     env.set_log_level(ort::logging::LogLevel::Warning);
-    Ok(OrtRuntime { path, env })
+    Ok(OrtRuntime { path, threads, env })
 }
