@@ -5,15 +5,18 @@ Weights are never dequantized and requantized. Each GGUF block format maps onto
 ``MatMulNBits`` (com.microsoft) exactly:
 
     Q4_0  w = d·(q - 8)          4-bit, block 32, default zero point 8
-    Q4_1  w = d·q + m            4-bit, block 32, zero point 0, plus BlockSum(A)·Mᵀ
+    Q4_1  w = d·(q - z) + m′     4-bit, block 32, zero point z = round(−m/d) per block,
+                                 m′ = m + d·z, plus BlockMean(A)·(32·M′)ᵀ
     Q5_0  w = d·(q - 16)         8-bit, block 32, stored as q + 112 (default zero point 128)
-    Q5_1  w = d·q + m            8-bit, block 32, zero point 0, plus BlockSum(A)·Mᵀ
+    Q5_1  w = d·(q - z) + m′     8-bit, block 32, as Q4_1 (z up to 31)
     Q8_0  w = d·q                8-bit, block 32, stored as q + 128 (default zero point 128)
 
-``BlockSum(A)`` sums the activations over each 32-wide block of the input dimension: the min
-term of Q4_1/Q5_1 is then a [.. × K/32] by [K/32 × N] product next to the fast kernel. Scales
-and mins are float32 copies of the fp16 values; d·q is exact in float32 (an 11-bit mantissa
-times a value below 256), so the graph's weights, scale·(q − zero) + min, equal
+``BlockMean(A)`` averages the activations over each 32-wide block of the input dimension (one
+``AveragePool``): the min term of Q4_1/Q5_1 is then a [.. × K/32] by [K/32 × N] product next to
+the fast kernel, against the mins times 32 (exact: a power of two), so it equals BlockSum(A)·Mᵀ.
+Scales are float32 copies of the fp16 values; d·(q − z) is exact in float32 (an 11-bit mantissa
+times a value below 256), m′ is kept only where it is exact (see ``centred``), so the graph's
+weights, scale·(q − zero) + min, equal
 ``gguf.quants.dequantize`` bit for bit (checked by test_fused.py). The tied Q8_0 embedding is
 read by ``GatherBlockQuantized`` from the same blocks the LM head multiplies with.
 
@@ -36,6 +39,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BLOCK = 32
+# The fused graph's own layout version, recorded as provenance.fused_graph_version of q4 packages
+# (the fp32 graph keeps CONVERTER_VERSION alone, as trained gates are tied to its bytes); must
+# equal FUSED_GRAPH_VERSION in xtask/src/setup.rs. 2: block means by AveragePool, centred Q4_1/Q5_1.
+GRAPH_VERSION = 2
 INT64_MAX = 2**63 - 1
 MS = "com.microsoft"
 
@@ -47,7 +54,8 @@ class FusedError(Exception):
 @dataclass
 class BlockWeight:
     """An [N, K] matrix as MatMulNBits blocks along K:
-    w[n, k] = scales[n, k // block] * (q[n, k] - zero) + mins[n, k // block] (mins optional)."""
+    w[n, k] = scales[n, k // block] * (q[n, k] - z[n, k // block]) + mins[n, k // block] (mins
+    optional), where z is `zeros` when given (one zero point per block), else `zero` throughout."""
 
     q: "object"  # uint8 [N, K], one value per element (unpacked)
     scales: "object"  # float32 [N, K // block]
@@ -56,6 +64,7 @@ class BlockWeight:
     mins: "object | None" = None  # float32 [N, K // block]
     block: int = BLOCK
     source: str = ""  # the GGUF type name, for the manifest
+    zeros: "object | None" = None  # uint8 [N, K // block]: per-block zero points, overriding `zero`
 
     @property
     def n(self) -> int:
@@ -68,14 +77,23 @@ class BlockWeight:
     def rows(self, index) -> "BlockWeight":
         """The rows `index` (a permutation or a selection), as a new weight."""
         return BlockWeight(self.q[index], self.scales[index], self.bits, self.zero,
-                           None if self.mins is None else self.mins[index], self.block, self.source)
+                           None if self.mins is None else self.mins[index], self.block, self.source,
+                           None if self.zeros is None else self.zeros[index])
+
+    def zero_array(self):
+        """uint8 [N, K // block]: the zero point of every block."""
+        import numpy as np
+
+        if self.zeros is not None:
+            return self.zeros
+        return np.full((self.n, self.k // self.block), self.zero, dtype=np.uint8)
 
     def dequantize(self):
         """float32 [N, K], computed as gguf.quants does (scale · q, then + min)."""
         import numpy as np
 
         kb = self.k // self.block
-        q = self.q.reshape(self.n, kb, self.block).astype(np.float32) - np.float32(self.zero)
+        q = self.q.reshape(self.n, kb, self.block).astype(np.float32) - self.zero_array()[:, :, None]
         w = self.scales[:, :, None] * q
         if self.mins is not None:
             w = w + self.mins[:, :, None]
@@ -95,12 +113,12 @@ class BlockWeight:
         """MatMulNBits zero points, or None when the op's default (2^(bits−1)) is meant."""
         import numpy as np
 
-        if self.zero == 1 << (self.bits - 1):
+        if self.zeros is None and self.zero == 1 << (self.bits - 1):
             return None
-        kb = self.k // self.block
+        z = self.zero_array()
         if self.bits == 8:
-            return np.full((self.n, kb), self.zero, dtype=np.uint8)
-        z = np.full((self.n, kb + kb % 2), self.zero, dtype=np.uint8).reshape(self.n, -1, 2)
+            return np.ascontiguousarray(z)
+        z = np.pad(z, ((0, 0), (0, z.shape[1] % 2))).reshape(self.n, -1, 2)
         return np.ascontiguousarray(z[..., 0] | (z[..., 1] << 4)).astype(np.uint8)
 
 
@@ -109,13 +127,36 @@ def concat_rows(weights: list[BlockWeight]) -> BlockWeight | None:
     import numpy as np
 
     first = weights[0]
-    if any((w.bits, w.zero, w.block, w.k) != (first.bits, first.zero, first.block, first.k) for w in weights):
+    if any((w.bits, w.block, w.k) != (first.bits, first.block, first.k) for w in weights):
         return None
     mins = None
     if any(w.mins is not None for w in weights):
         mins = np.concatenate([w.mins if w.mins is not None else np.zeros_like(w.scales) for w in weights])
+    zeros = None
+    if any(w.zeros is not None or w.zero != first.zero for w in weights):
+        zeros = np.concatenate([w.zero_array() for w in weights])
     return BlockWeight(np.concatenate([w.q for w in weights]), np.concatenate([w.scales for w in weights]),
-                       first.bits, first.zero, mins, first.block, "+".join(sorted({w.source for w in weights})))
+                       first.bits, first.zero, mins, first.block, "+".join(sorted({w.source for w in weights})), zeros)
+
+
+def centred(w: BlockWeight, top: int) -> BlockWeight:
+    """A w = d·q + m weight (Q4_1/Q5_1, quantized values 0..top) rewritten as d·(q − z) + m′ with
+    the per-block zero point z = round(−m/d) and m′ = m + d·z: the same weights, bit for bit.
+
+    Why: at accuracy level 4 the kernel multiplies (q − z) by int8-rounded activations, while the
+    min term uses the exact block sums. With z = 0 the rounding error is weighted by d·q, all of
+    one sign; centred, it is weighted by about w itself, as in llama.cpp's Q4_1 · Q8_1 dot product
+    (the teacher-forced KL against fp32 fell about fivefold). d·z is exact in float32 (an 11-bit
+    mantissa times at most 5 bits); a block whose m + d·z would round keeps z = 0."""
+    import numpy as np
+
+    d, m = w.scales, w.mins
+    z = np.clip(np.rint(-m / np.where(d == 0, 1, d)), 0, top)
+    z[d == 0] = 0
+    m2 = m + d * z.astype(np.float32)
+    exact = m.astype(np.float64) + d.astype(np.float64) * z == m2.astype(np.float64)
+    z, m2 = np.where(exact, z, 0).astype(np.uint8), np.where(exact, m2, m).astype(np.float32)
+    return BlockWeight(w.q, d, w.bits, 0, m2, w.block, w.source, z)
 
 
 def _f16(raw):
@@ -150,7 +191,7 @@ def block_weight(t) -> BlockWeight:
         return BlockWeight(_nibbles(raw[..., 2:]).reshape(n, k), d, 4, 8, source=kind)
     if kind == "Q4_1":
         m = _f16(np.ascontiguousarray(raw[..., 2:4])).reshape(n, -1)
-        return BlockWeight(_nibbles(raw[..., 4:]).reshape(n, k), d, 4, 0, m, source=kind)
+        return centred(BlockWeight(_nibbles(raw[..., 4:]).reshape(n, k), d, 4, 0, m, source=kind), 15)
     if kind == "Q8_0":
         q = (raw[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
         return BlockWeight(q.reshape(n, k), d, 8, 128, source=kind)
@@ -162,7 +203,7 @@ def block_weight(t) -> BlockWeight:
     if kind == "Q5_0":  # w = d·(q − 16) = d·((q + 112) − 128)
         return BlockWeight((q5 + 112).reshape(n, k), d, 8, 128, source=kind)
     m = _f16(np.ascontiguousarray(raw[..., 2:4])).reshape(n, -1)
-    return BlockWeight(q5.reshape(n, k), d, 8, 0, m, source=kind)
+    return centred(BlockWeight(q5.reshape(n, k), d, 8, 0, m, source=kind), 31)
 
 
 def qk_row_permutation(rows: int, heads: int):
@@ -179,7 +220,7 @@ class FusedBuilder:
         import numpy as np
 
         self.b, self.g, self.hp, self.layers = b, g, hp, set(layers)
-        self.blocksums: dict[tuple[str, int], str] = {}
+        self.block_means: dict[tuple[str, int], str] = {}
         self.formats: dict[str, int] = {}
         self.np = np
 
@@ -211,16 +252,17 @@ class FusedBuilder:
 
     # ---- ops
 
-    def blocksum(self, x: str, k: int, block: int) -> str:
-        """Σ of x over each `block`-wide slice of its last dimension: [.., k] -> [.., k / block]."""
+    def block_mean(self, x: str, k: int, block: int) -> str:
+        """Mean of x over each `block`-wide slice of its last dimension: [.., k] -> [.., k / block].
+
+        One AveragePool (x is [b, s, k]: s counts as channels, k as the pooled axis). It replaces a
+        Reshape + ReduceSum pair that cost more than the 4-bit product itself at decode. Dividing
+        by a power of two is exact, so mean · (block · min) equals sum · min."""
         key = (x, block)
-        if key not in self.blocksums:
-            b = self.b
-            shape = b.const_i64(f"{x}/blocksum_shape", [0, 0, k // block, block])
-            r = b.op("Reshape", [x, shape], f"{x}/blocksum_reshape")
-            self.blocksums[key] = b.op("ReduceSum", [r, b.const_i64(f"{x}/blocksum_axes", [-1])],
-                                       f"{x}/blocksum", keepdims=0)
-        return self.blocksums[key]
+        if key not in self.block_means:
+            self.block_means[key] = self.b.op("AveragePool", [x], f"{x}/block_mean", kernel_shape=[block],
+                                            strides=[block])
+        return self.block_means[key]
 
     def linear(self, x: str, w, prefix: str, bias=None, output: str | None = None) -> str:
         """x [.., K] · wᵀ (+ bias) -> [.., N]."""
@@ -250,8 +292,9 @@ class FusedBuilder:
                  K=w.k, N=w.n, bits=w.bits, block_size=w.block, accuracy_level=4)
         if w.mins is None:
             return y
-        mins_t = b.init(f"{prefix}.mins_t", np.ascontiguousarray(w.mins.T))  # [K / block, N]
-        mt = b.op("MatMul", [self.blocksum(x, w.k, w.block), mins_t], f"{prefix}/min_term")
+        # [K / block, N]: block · min, exact in float32 (a power of two times an fp16 value)
+        mins_t = b.init(f"{prefix}.block_mins_t", np.ascontiguousarray(w.mins.T) * np.float32(w.block))
+        mt = b.op("MatMul", [self.block_mean(x, w.k, w.block), mins_t], f"{prefix}/min_term")
         return b.op("Add", [y, mt], f"{prefix}/add_min", outputs=[output] if output else None)
 
     def linears(self, x: str, weights: list, prefix: str, biases: list, split: bool = True):
@@ -378,7 +421,8 @@ def embedding(f: FusedBuilder):
     if (emb.n if isinstance(emb, BlockWeight) else emb.shape[0]) != hp.vocab:
         raise FusedError(f"token_embd.weight has {emb.n} rows, expected the vocabulary size {hp.vocab}")
     lm_head = emb if hp.tied else f.weight("output.weight")
-    if isinstance(emb, BlockWeight) and emb.zero == 1 << (emb.bits - 1) and emb.mins is None and emb.bits == 8:
+    if (isinstance(emb, BlockWeight) and emb.zeros is None and emb.zero == 1 << (emb.bits - 1) and emb.mins is None
+            and emb.bits == 8):
         table = b.init("model.embed_tokens.qweight", np.ascontiguousarray(emb.q))  # [V, H] uint8
         scales = b.init("model.embed_tokens.scales", emb.scales)  # [V, H / 32]
         h = b.op("GatherBlockQuantized", [table, "input_ids", scales], "/model/embed_tokens/Gather",

@@ -841,6 +841,9 @@ def convert(args) -> None:
             io.update({"seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
                        "logits_to_keep": "logits_to_keep"})
             manifest["provenance"]["weights"] = {"kept_exact": formats, "matmul": "MatMulNBits accuracy_level 4"}
+            from fused_graph import GRAPH_VERSION
+
+            manifest["provenance"]["fused_graph_version"] = GRAPH_VERSION
         write_json(os.path.join(staging, "ngsd-model.json"), manifest)
         publish_dir(staging, args.out)
     except BaseException:

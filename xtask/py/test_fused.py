@@ -4,7 +4,7 @@
     test_fused.py --model Q4_DIR --gguf PATH --reference FP32_DIR
 
 1. exact weights: every MatMulNBits weight of the graph, dequantized by the op's own formula
-   scale · (q − zero point) (+ the BlockSum·Mᵀ min term), and the GatherBlockQuantized embedding
+   scale · (q − zero point) (+ the min term, stored as 32·M), and the GatherBlockQuantized embedding
    table, equal gguf.quants.dequantize of the source tensor bit for bit (q/k rows in the
    un-permuted order);
 2. the same through ONNX Runtime's kernel: a sample of weights multiplied by rows of the
@@ -71,8 +71,8 @@ def graph_weights(model):
             zp = np.full((n, k // block), 1 << (bits - 1), np.uint8)
         w = scales[:, :, None] * (q.reshape(n, k // block, block) - zp[:, :, None].astype(np.float32))
         prefix = node.name.rsplit("/", 1)[0]
-        if f"{prefix}.mins_t" in inits:
-            w = w + array(f"{prefix}.mins_t").T[:, :, None]
+        if f"{prefix}.block_mins_t" in inits:  # block · min, for the block mean of the activations
+            w = w + array(f"{prefix}.block_mins_t").T[:, :, None] / np.float32(block)
         out[prefix] = w.reshape(n, k)
     return out
 

