@@ -3,7 +3,8 @@
 //! This is the only crate of the workspace that names `ort`. It provides:
 //! - [`ModelPackage`]: a folder with the ONNX decoder, tokenizer, chat template and manifest;
 //! - [`Model`]: an ONNX Runtime session with a [`KvCache`] per sequence; each step returns the
-//!   logits and the final hidden state of the new position;
+//!   logits and the final hidden state of the new position; a [`Batch`] decodes several
+//!   sequences in one pass;
 //! - [`Tokenizer`], [`TextStream`] (UTF-8-safe streaming) and [`ChatTemplate`];
 //! - [`Conversation`]: a chat (or raw text) to token ids, message text never read as markup;
 //! - [`Sampler`] (greedy, temperature, top-k, top-p, seeded) and plain [`generate`].
@@ -25,7 +26,7 @@ pub use error::{Error, Result};
 pub use generate::{FinishReason, GenerateConfig, Generation, StopFilter, TextOutput, generate};
 pub use kv::KvCache;
 pub use model::{
-    DEFAULT_PREFILL_CHUNK, ForwardOut, IoDescription, MAX_DEFAULT_PREFILL_CHUNK, Model,
+    Batch, DEFAULT_PREFILL_CHUNK, ForwardOut, IoDescription, MAX_DEFAULT_PREFILL_CHUNK, Model,
     ModelOptions, Positions, Prefill, default_prefill_chunk,
 };
 pub use package::{

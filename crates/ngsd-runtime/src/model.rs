@@ -10,6 +10,8 @@
 //!   exported layer) of the positions asked for, written into caller-owned buffers (no
 //!   allocation per token on the hot path).
 
+mod batch;
+
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -22,6 +24,8 @@ use crate::kv::{KvCache, SharedKv, SharedNames, Store};
 use crate::ortlib;
 use crate::package::ModelPackage;
 use crate::provider::Provider;
+
+pub use batch::Batch;
 
 /// How to build a session.
 #[derive(Debug, Clone, Default)]
@@ -583,6 +587,8 @@ impl Model {
         let total = past_len + n;
         self.ids_buf.clear();
         self.ids_buf.extend(ids.iter().map(|&t| i64::from(t)));
+        // a batched step leaves zeros (padding) here: refill, do not only extend
+        self.mask_buf.clear();
         self.mask_buf.resize(total, 1);
         self.pos_buf.clear();
         self.pos_buf.extend((past_len as i64)..(total as i64));
