@@ -35,6 +35,14 @@ struct Scratch {
     features: Vec<f32>,
 }
 
+/// What [`Run::next_token`] leaves to do.
+pub(crate) enum Next {
+    /// Feed this token to the base model, then call [`Run::after_advance`].
+    Feed(u32),
+    /// The answer ended.
+    Done(FinishReason),
+}
+
 /// What the expert and the divergence contributed to one step.
 struct StepProbs {
     have_base: bool,
@@ -230,16 +238,52 @@ impl<'a> Run<'a> {
         on_text: &mut impl FnMut(&str),
     ) -> Result<FinishReason> {
         loop {
+            match self.next_token(models, gate, on_text)? {
+                Next::Feed(token) => {
+                    self.advance(models, token)?;
+                    self.after_advance(models, gate, on_text)?;
+                }
+                Next::Done(finish) => return Ok(finish),
+            }
+        }
+    }
+
+    /// Decides, picks and emits the next token; returns it for the base model to be fed, or
+    /// why the answer ended. The two halves of a step ([`Run::next_token`], then the forward
+    /// pass, then [`Run::after_advance`]) are apart so that a batch can run the forward pass
+    /// of many requests at once.
+    pub fn next_token(
+        &mut self,
+        models: &mut Models,
+        gate: &mut dyn Gate,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<Next> {
+        loop {
             let token = self.step(models, gate)?;
             if let Some(finish) = self.emit(models, token, on_text)? {
                 if self.check(models, gate, on_text, true)? {
                     continue; // the last tokens were not cleared: generated again, steered
                 }
-                return Ok(finish);
+                return Ok(Next::Done(finish));
             }
-            self.advance(models)?;
-            self.check(models, gate, on_text, false)?;
+            return Ok(Next::Feed(token));
         }
+    }
+
+    /// After the newest token was fed: its hidden states join the answer pool, and the
+    /// monitor's check runs when one is due.
+    pub fn after_advance(
+        &mut self,
+        models: &mut Models,
+        gate: &mut dyn Gate,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<()> {
+        if let Some(pool) = self.pool.as_mut() {
+            let (base, out) = (&models.base, &self.out);
+            pool.add(|layer| features::layer_rows(base, out, layer))?;
+        }
+        self.check(models, gate, on_text, false)?;
+        Ok(())
     }
 
     /// Decide, pick and trace one token; it joins the answer and the expert's sequence.
@@ -458,18 +502,13 @@ impl<'a> Run<'a> {
         None
     }
 
-    /// Feeds the newest token to the base model; its hidden states join the answer pool.
-    fn advance(&mut self, models: &mut Models) -> Result<()> {
-        let token = *self.tokens.last().expect("advance follows a step");
+    /// Feeds `token` (the newest, from [`Run::next_token`]) to the base model alone.
+    fn advance(&mut self, models: &mut Models, token: u32) -> Result<()> {
         let t = Instant::now();
         models
             .base
             .forward(&mut self.cache, &[token], Positions::Last, &mut self.out)?;
         self.timings.base_ms += ms(t.elapsed());
-        if let Some(pool) = self.pool.as_mut() {
-            let (base, out) = (&models.base, &self.out);
-            pool.add(|layer| features::layer_rows(base, out, layer))?;
-        }
         Ok(())
     }
 
