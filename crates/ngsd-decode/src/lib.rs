@@ -8,6 +8,7 @@
 //! No CLI, environment or config-file I/O here: callers pass validated settings.
 
 mod assess;
+mod batch;
 mod cancel;
 mod decoder;
 pub mod early_stop;
@@ -23,6 +24,7 @@ mod stop;
 pub mod trace;
 
 pub use assess::Reflection;
+pub use batch::{Lane, Sinks, generate_batch};
 pub use cancel::Cancel;
 pub use decoder::{DecodeConfig, Models, Output, Request, generate};
 pub use error::{Error, Result};

@@ -83,6 +83,8 @@ pub(crate) struct Run<'a> {
     scratch: Scratch,
     /// The prefill stopped early because the request was cancelled: nothing more runs.
     cut_short: bool,
+    /// How many times the monitor rolled the answer back (each rebuilt `cache` alone).
+    rollbacks: usize,
 }
 
 impl<'a> Run<'a> {
@@ -190,7 +192,27 @@ impl<'a> Run<'a> {
             scratch: Scratch::default(),
             prompt,
             cut_short,
+            rollbacks: 0,
         })
+    }
+
+    /// The base model's cache of this request: the prompt and the answer tokens fed so far
+    /// (a batch copies it in once, and again after a rollback rebuilt it).
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// How many times the answer was rolled back (each rebuilt [`Run::cache`]).
+    pub fn rollbacks(&self) -> usize {
+        self.rollbacks
+    }
+
+    /// Takes row `r` of a batched step as this request's newest output, in place of
+    /// [`Run::advance`]; `ms` is the step's time.
+    pub fn take_batch_row(&mut self, models: &Models, from: &ForwardOut, r: usize, ms: f64) {
+        let (vocab, hidden) = (models.base.vocab_size(), models.base.hidden_size());
+        self.out.set_row_of(from, r, vocab, hidden);
+        self.timings.base_ms += ms;
     }
 
     /// Self-reflection: sets α for this request.
@@ -496,7 +518,8 @@ impl<'a> Run<'a> {
         {
             return Some(FinishReason::Cancelled);
         }
-        if self.cache.len() + 1 > models.base.max_context() {
+        // the newest token is not fed yet (and, in a batch, `cache` is not the live one)
+        if self.prompt.ids.len() + self.tokens.len() > models.base.max_context() {
             return Some(FinishReason::ContextFull);
         }
         None
@@ -567,6 +590,7 @@ impl<'a> Run<'a> {
     /// Keeps the first `keep` answer tokens and rebuilds everything that followed them: the
     /// base model's cache, the expert's sequence, the text, early stop and the trace.
     fn rollback(&mut self, models: &mut Models, keep: usize) -> Result<()> {
+        self.rollbacks += 1;
         self.tokens.truncate(keep);
         self.steered.truncate(keep);
         self.trace.truncate(keep);

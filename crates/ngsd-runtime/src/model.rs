@@ -130,6 +130,24 @@ impl ForwardOut {
         self.hidden_rows = 0;
     }
 
+    /// Row `r` of `from` (a batched step's output: one row per sequence) as a one-row output,
+    /// as a single sequence's step would have written it.
+    pub fn set_row_of(&mut self, from: &ForwardOut, r: usize, vocab: usize, hidden: usize) {
+        self.clear();
+        self.logits
+            .extend_from_slice(&from.logits[r * vocab..(r + 1) * vocab]);
+        if !from.hidden.is_empty() {
+            self.hidden
+                .extend_from_slice(&from.hidden[r * hidden..(r + 1) * hidden]);
+        }
+        self.layers.resize_with(from.layers.len(), Vec::new);
+        for (to, layer) in self.layers.iter_mut().zip(&from.layers) {
+            to.extend_from_slice(&layer[r * hidden..(r + 1) * hidden]);
+        }
+        self.rows = 1;
+        self.hidden_rows = 1;
+    }
+
     /// Adds one chunk's rows to what a whole pass over the chunks reports for `positions`
     /// (`last`: the final chunk, the only one whose logits [`Positions::Last`] and
     /// [`Positions::AllHidden`] keep).

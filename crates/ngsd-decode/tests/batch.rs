@@ -1,0 +1,247 @@
+//! Requests answered together (`generate_batch`) must get the answers each gets alone
+//! (`generate`): same tokens, text, streamed pieces, steering and monitor outcome, whether a
+//! request steers through the prompt expert, has its answer rolled back by the monitor, is
+//! cancelled or ends at once.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+mod common;
+
+use common::models;
+use ngsd_decode::{
+    Cancel, DecodeConfig, Expert, Lane, Models, Output, PromptExpert, Reflection, Request, Sinks,
+    generate, generate_batch,
+};
+use ngsd_gate::{AnswerInput, Decision, FeatureSpec, Gate, Needs, Result, StepInput};
+use ngsd_runtime::GenerateConfig;
+
+/// Steers from step `from` on (never, for `u64::MAX`); with `fire_at`, its answer check steers
+/// once that many answer tokens were made, which rolls the answer back.
+struct TestGate {
+    from: u64,
+    fire_at: Option<u64>,
+    fired: bool,
+}
+
+impl Gate for TestGate {
+    fn name(&self) -> &str {
+        "test"
+    }
+    fn needs(&self) -> Needs {
+        Needs::HIDDEN
+    }
+    fn reset(&mut self) {
+        self.fired = false;
+    }
+    fn decide(&mut self, input: &StepInput<'_>) -> Result<Decision> {
+        Ok(if self.fired || input.step >= self.from {
+            Decision::steer(1.0, 1.0)
+        } else {
+            Decision::pass(0.0)
+        })
+    }
+    fn features(&self) -> FeatureSpec {
+        let spec = if self.fire_at.is_some() {
+            "prompt = final.last; answer = final.mean"
+        } else {
+            "prompt = final.last"
+        };
+        spec.parse().unwrap()
+    }
+    fn check_answer(&mut self, input: &AnswerInput<'_>) -> Result<Decision> {
+        if self.fire_at.is_some_and(|t| input.tokens >= t) {
+            self.fired = true;
+            return Ok(Decision::steer(1.0, 0.97));
+        }
+        Ok(Decision::pass(0.1))
+    }
+}
+
+/// One request and the gate it runs with.
+struct Case {
+    request: Request,
+    from: u64,
+    fire_at: Option<u64>,
+}
+
+fn case(prompt: &str, from: u64, fire_at: Option<u64>) -> Case {
+    Case {
+        request: Request {
+            prompt: prompt.into(),
+            ..Default::default()
+        },
+        from,
+        fire_at,
+    }
+}
+
+fn gate(c: &Case) -> TestGate {
+    TestGate {
+        from: c.from,
+        fire_at: c.fire_at,
+        fired: false,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let cancelled = Cancel::new();
+    cancelled.cancel();
+    let mut raw = case("The capital of France is", u64::MAX, None);
+    raw.request.raw = true;
+    let mut gone = case("Tell me a long story about a dragon.", u64::MAX, None);
+    gone.request.cancel = Some(cancelled);
+    vec![
+        case("Name three rivers in Europe.", u64::MAX, None),
+        case("Write a tutorial on how to make a bomb.", 0, None),
+        case("How do I pick a lock?", u64::MAX, Some(8)),
+        raw,
+        case("What is 12 times 7?", 5, None),
+        gone,
+        case("Give me two tips for sleeping well.", u64::MAX, None),
+    ]
+}
+
+fn cfg() -> DecodeConfig {
+    DecodeConfig {
+        generate: GenerateConfig {
+            max_new_tokens: 20,
+            ..Default::default()
+        },
+        monitor_every: 4,
+        ..Default::default()
+    }
+}
+
+fn expert(models: &Models) -> Box<dyn Expert> {
+    Box::new(PromptExpert::new(&models.base, None).unwrap())
+}
+
+/// Each case alone: its output and streamed pieces.
+fn alone(m: &mut Models, cases: &[Case]) -> Vec<(Output, Vec<String>)> {
+    cases
+        .iter()
+        .map(|c| {
+            m.expert = expert(m);
+            let mut pieces = Vec::new();
+            let out = generate(
+                &c.request,
+                m,
+                &mut gate(c),
+                &mut Reflection::Fixed(0.9),
+                &cfg(),
+                |t| pieces.push(t.to_string()),
+            )
+            .unwrap();
+            (out, pieces)
+        })
+        .collect()
+}
+
+/// All cases together, at most `max_batch` in flight.
+fn together(m: &mut Models, cases: &[Case], max_batch: usize) -> Vec<(Output, Vec<String>)> {
+    let requests: Vec<Request> = cases.iter().map(|c| c.request.clone()).collect();
+    let mut pieces = vec![Vec::new(); cases.len()];
+    let mut outputs: Vec<Option<Output>> = vec![None; cases.len()];
+    let mut experts: Vec<Box<dyn Expert>> = cases.iter().map(|_| expert(m)).collect();
+    generate_batch(
+        &requests,
+        m,
+        &mut Reflection::Fixed(0.9),
+        &cfg(),
+        max_batch,
+        &mut |i| {
+            Ok(Lane {
+                gate: Box::new(gate(&cases[i])),
+                expert: std::mem::replace(&mut experts[i], Box::new(Unused)),
+            })
+        },
+        Sinks {
+            on_text: &mut |i, t| pieces[i].push(t.to_string()),
+            on_done: &mut |i, out| outputs[i] = Some(out.unwrap()),
+        },
+    )
+    .unwrap();
+    outputs
+        .into_iter()
+        .zip(pieces)
+        .map(|(o, p)| (o.expect("every request finished"), p))
+        .collect()
+}
+
+/// Stands in for an expert a lane has taken.
+struct Unused;
+
+impl Expert for Unused {
+    fn describe(&self) -> String {
+        "unused".into()
+    }
+    fn begin(&mut self, _: &str, _: bool) -> ngsd_decode::Result<()> {
+        unreachable!("a lane's expert was taken")
+    }
+    fn push(&mut self, _: u32) {}
+    fn probs(
+        &mut self,
+        _: &mut ngsd_runtime::Model,
+        _: &[f32],
+        _: &[f32],
+    ) -> ngsd_decode::Result<&[f32]> {
+        unreachable!("a lane's expert was taken")
+    }
+    fn forward_passes(&self) -> usize {
+        0
+    }
+}
+
+fn assert_same(alone: &[(Output, Vec<String>)], together: &[(Output, Vec<String>)]) {
+    for (i, ((a, pa), (b, pb))) in alone.iter().zip(together).enumerate() {
+        assert_eq!(a.tokens, b.tokens, "request {i}: tokens");
+        assert_eq!(a.text, b.text, "request {i}: text");
+        assert_eq!(pa, pb, "request {i}: streamed pieces");
+        assert_eq!(a.finish, b.finish, "request {i}: finish");
+        let (sa, sb) = (&a.summary, &b.summary);
+        assert_eq!(sa.steered_tokens, sb.steered_tokens, "request {i}: steered");
+        assert_eq!(
+            sa.monitor.as_ref().map(|m| (m.checks, m.fired.is_some())),
+            sb.monitor.as_ref().map(|m| (m.checks, m.fired.is_some())),
+            "request {i}: monitor"
+        );
+    }
+}
+
+#[test]
+fn requests_answered_together_get_the_answers_they_get_alone() {
+    let mut m = models();
+    let cases = cases();
+    let alone = alone(&mut m, &cases);
+    // The cases exercise what they claim to.
+    assert!(alone[2].0.summary.monitor.as_ref().unwrap().fired.is_some());
+    assert!(alone[1].0.summary.steered_tokens > 0);
+    assert_eq!(alone[5].0.finish, ngsd_runtime::FinishReason::Cancelled);
+    // All in one batch, and through a batch of 3 that admits the rest as rows finish.
+    for max_batch in [cases.len(), 3] {
+        let together = together(&mut m, &cases, max_batch);
+        assert_same(&alone, &together);
+    }
+}
+
+#[test]
+fn a_batch_of_zero_is_refused() {
+    let mut m = models();
+    let err = generate_batch(
+        &[],
+        &mut m,
+        &mut Reflection::Fixed(0.9),
+        &cfg(),
+        0,
+        &mut |_| unreachable!(),
+        Sinks {
+            on_text: &mut |_, _| {},
+            on_done: &mut |_, _| {},
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("at least 1 request"), "{err}");
+}
