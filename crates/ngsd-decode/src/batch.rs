@@ -6,9 +6,11 @@
 //!   stop, stop strings and cancellation;
 //! - a monitor rollback rebuilds the request's cache alone, and the request rejoins the batch.
 //!
-//! Each request has its own [`Lane`]: a gate and an expert of its own, since both keep
-//! per-request state. The expert runs per request (a head expert is a few matrix-vector
-//! products; a prompt or model expert runs its own forward passes alone).
+//! Each request in flight has a gate and an expert of its own, since both keep per-request
+//! state; an expert is handed to the next request when one finishes (its `begin` resets it).
+//! The expert runs per request: a head expert is a few matrix-vector products, a prompt
+//! expert runs its own forward passes alone, and a model expert cannot fork, so its callers
+//! decode one request at a time.
 
 use std::time::Instant;
 
@@ -22,11 +24,9 @@ use crate::expert::Expert;
 use crate::run::{Next, Run};
 
 /// What one request decodes with, of its own.
-pub struct Lane {
-    /// The request's gate instance.
-    pub gate: Box<dyn Gate>,
-    /// The request's expert instance.
-    pub expert: Box<dyn Expert>,
+struct Lane {
+    gate: Box<dyn Gate>,
+    expert: Box<dyn Expert>,
 }
 
 /// A request in flight: its state and the token its batch row is fed next.
@@ -58,22 +58,25 @@ fn lend<T>(
     result
 }
 
-/// Answers `requests` with at most `max_batch` in flight; `make_lane(i)` gives request `i` its
-/// gate and expert when it is admitted. Results arrive through `sinks` as requests finish, in
-/// any order. Returns an error only when the batched forward pass itself fails.
+/// Answers `requests` with as many in flight as there are `experts` (one per request in flight;
+/// [`Expert::fork`] makes them); `make_gate(i)` gives request `i` its gate when it is admitted.
+/// Results arrive through `sinks` as requests finish, in any order; an error of one request
+/// does not stop the others. Returns the experts, or an error when the batched forward pass
+/// itself fails.
 pub fn generate_batch(
     requests: &[Request],
     models: &mut Models,
     reflection: &mut Reflection,
     cfg: &DecodeConfig,
-    max_batch: usize,
-    make_lane: &mut dyn FnMut(usize) -> Result<Lane>,
+    mut experts: Vec<Box<dyn Expert>>,
+    make_gate: &mut dyn FnMut(usize) -> Result<Box<dyn Gate>>,
     sinks: Sinks<'_>,
-) -> Result<()> {
+) -> Result<Vec<Box<dyn Expert>>> {
+    let max_batch = experts.len();
     if max_batch == 0 {
         return Err(Error::InvalidConfig {
             name: "batch size",
-            reason: "0; at least 1 request must be in flight".into(),
+            reason: "0 experts; at least 1 request must be in flight".into(),
         });
     }
     cfg.validate()?;
@@ -87,22 +90,35 @@ pub fn generate_batch(
             let Some((index, req)) = queue.next() else {
                 break;
             };
-            let admitted = make_lane(index).and_then(|lane| {
-                let shared = Shared {
-                    models: &mut *models,
-                    batch: &mut batch,
-                    on_text: &mut *sinks.on_text,
-                };
-                admit(index, req, lane, shared, reflection, cfg)
-            });
-            match admitted {
-                Ok(Admitted::Decoding(a)) => active.push(*a),
-                Ok(Admitted::Finished(output)) => (sinks.on_done)(index, Ok(*output)),
-                Err(e) => (sinks.on_done)(index, Err(e)),
+            let gate = match make_gate(index) {
+                Ok(gate) => gate,
+                Err(e) => {
+                    (sinks.on_done)(index, Err(e));
+                    continue;
+                }
+            };
+            let expert = experts
+                .pop()
+                .expect("fewer requests in flight than experts");
+            let shared = Shared {
+                models: &mut *models,
+                batch: &mut batch,
+                on_text: &mut *sinks.on_text,
+            };
+            match admit(index, req, Lane { gate, expert }, shared, reflection, cfg) {
+                (Ok(Admitted::Decoding(a)), _) => active.push(*a),
+                (Ok(Admitted::Finished(output)), lane) => {
+                    experts.extend(lane);
+                    (sinks.on_done)(index, Ok(*output));
+                }
+                (Err(e), lane) => {
+                    experts.extend(lane);
+                    (sinks.on_done)(index, Err(e));
+                }
             }
         }
         if active.is_empty() {
-            return Ok(());
+            return Ok(experts);
         }
         let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
         let t = Instant::now();
@@ -113,7 +129,14 @@ pub fn generate_batch(
             batch: &mut batch,
             on_text: &mut *sinks.on_text,
         };
-        continue_rows(&mut active, shared, &out, ms, &mut *sinks.on_done)?;
+        continue_rows(
+            &mut active,
+            shared,
+            &out,
+            ms,
+            &mut *sinks.on_done,
+            &mut experts,
+        )?;
     }
 }
 
@@ -139,7 +162,8 @@ enum Move<'a> {
 }
 
 /// Prefills request `index` alone, reflects, lets the gate see the prompt, picks its first
-/// token and, unless it already ended, adds it to the batch.
+/// token and, unless it already ended, adds it to the batch. The lane's expert comes back
+/// unless the request joined the batch.
 fn admit<'a>(
     index: usize,
     req: &'a Request,
@@ -147,7 +171,7 @@ fn admit<'a>(
     shared: Shared<'_>,
     reflection: &mut Reflection,
     cfg: &'a DecodeConfig,
-) -> Result<Admitted<'a>> {
+) -> (Result<Admitted<'a>>, Option<Box<dyn Expert>>) {
     let started = Instant::now();
     let Shared {
         models,
@@ -165,19 +189,28 @@ fn admit<'a>(
         models.expert.begin(&req.prompt, req.raw)?;
         let next = run.next_token(models, gate, &mut |t| on_text(index, t))?;
         Ok(settle(run, next, models, gate, started))
-    })?;
-    match moved {
-        Move::Finished(output) => Ok(Admitted::Finished(output)),
-        Move::Feed(run, next) => {
-            models.base.join(batch, run.cache())?;
-            Ok(Admitted::Decoding(Box::new(Active {
+    });
+    let joined = moved.and_then(|m| match m {
+        Move::Feed(run, next) => models
+            .base
+            .join(batch, run.cache())
+            .map(|_| Move::Feed(run, next))
+            .map_err(Error::from),
+        finished => Ok(finished),
+    });
+    match joined {
+        Ok(Move::Feed(run, next)) => {
+            let active = Active {
                 index,
                 run: *run,
                 lane,
                 started,
                 next,
-            })))
+            };
+            (Ok(Admitted::Decoding(Box::new(active))), None)
         }
+        Ok(Move::Finished(output)) => (Ok(Admitted::Finished(output)), Some(lane.expert)),
+        Err(e) => (Err(e), Some(lane.expert)),
     }
 }
 
@@ -207,6 +240,7 @@ fn continue_rows<'a>(
     out: &ForwardOut,
     ms: f64,
     on_done: &mut dyn FnMut(usize, Result<Output>),
+    experts: &mut Vec<Box<dyn Expert>>,
 ) -> Result<()> {
     let Shared {
         models,
@@ -249,10 +283,12 @@ fn continue_rows<'a>(
             }
             Ok(Move::Finished(output)) => {
                 models.base.leave(batch, r)?;
+                experts.push(a.lane.expert);
                 on_done(index, Ok(*output));
             }
             Err(e) => {
                 models.base.leave(batch, r)?;
+                experts.push(a.lane.expert);
                 on_done(index, Err(e));
             }
         }

@@ -44,6 +44,13 @@ pub trait Expert {
 
     /// Forward passes made since [`Expert::begin`].
     fn forward_passes(&self) -> usize;
+
+    /// Another instance with the same configuration, for a request decoded at the same time
+    /// (see [`crate::generate_batch`]), sharing what can be shared. `None` when the expert
+    /// cannot have a second instance cheaply (a model expert holds its own session).
+    fn fork(&self, _base: &Model) -> Result<Option<Box<dyn Expert>>> {
+        Ok(None)
+    }
 }
 
 /// One sequence fed lazily to some model: the prompt, then pushed tokens.
@@ -151,6 +158,12 @@ impl PromptExpert {
 }
 
 impl Expert for PromptExpert {
+    fn fork(&self, base: &Model) -> Result<Option<Box<dyn Expert>>> {
+        let mut twin = PromptExpert::new(base, Some(self.system.clone()))?;
+        twin.set_eager(self.seq.eager);
+        Ok(Some(Box::new(twin)))
+    }
+
     fn describe(&self) -> String {
         "prompt".into()
     }

@@ -11,6 +11,7 @@
 //! SmolLM2 at rank 32) plus one softmax.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ndarray::linalg::general_mat_vec_mul;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
@@ -155,10 +156,10 @@ fn lm_head_path(base: &Model) -> Result<PathBuf> {
 /// The `head` expert.
 pub struct HeadExpert {
     path: PathBuf,
-    /// `A`, [rank, hidden].
-    a: Array2<f32>,
-    /// `E·B`, [vocab, rank].
-    eb: Array2<f32>,
+    /// `A`, [rank, hidden] (shared by forks).
+    a: Arc<Array2<f32>>,
+    /// `E·B`, [vocab, rank] (shared by forks).
+    eb: Arc<Array2<f32>>,
     u: Array1<f32>,
     logits: Array1<f32>,
     probs: Vec<f32>,
@@ -179,10 +180,10 @@ impl HeadExpert {
             .expect("HeadAdapter shapes are checked at read");
         HeadExpert {
             path: path.to_path_buf(),
-            a,
+            a: Arc::new(a),
             u: Array1::zeros(adapter.rank),
             logits: Array1::zeros(eb.nrows()),
-            eb,
+            eb: Arc::new(eb),
             probs: Vec::new(),
         }
     }
@@ -190,9 +191,9 @@ impl HeadExpert {
     /// Expert logits for one position: `base_logits + (E·B)·(A·h)`.
     fn logits_into(&mut self, base_hidden: &[f32], base_logits: &[f32]) {
         let h = ArrayView1::from(base_hidden);
-        general_mat_vec_mul(1.0, &self.a, &h, 0.0, &mut self.u);
+        general_mat_vec_mul(1.0, &*self.a, &h, 0.0, &mut self.u);
         self.logits.assign(&ArrayView1::from(base_logits));
-        general_mat_vec_mul(1.0, &self.eb, &self.u, 1.0, &mut self.logits);
+        general_mat_vec_mul(1.0, &*self.eb, &self.u, 1.0, &mut self.logits);
     }
 }
 
@@ -236,5 +237,16 @@ impl Expert for HeadExpert {
 
     fn forward_passes(&self) -> usize {
         0
+    }
+
+    fn fork(&self, _base: &Model) -> Result<Option<Box<dyn Expert>>> {
+        Ok(Some(Box::new(HeadExpert {
+            path: self.path.clone(),
+            a: Arc::clone(&self.a),
+            eb: Arc::clone(&self.eb),
+            u: Array1::zeros(self.a.nrows()),
+            logits: Array1::zeros(self.eb.nrows()),
+            probs: Vec::new(),
+        })))
     }
 }

@@ -12,7 +12,7 @@ mod common;
 
 use common::models;
 use ngsd_decode::{
-    Cancel, DecodeConfig, Expert, Lane, Models, Output, PromptExpert, Reflection, Request, Sinks,
+    Cancel, DecodeConfig, Expert, Models, Output, PromptExpert, Reflection, Request, Sinks,
     generate, generate_batch,
 };
 use ngsd_gate::{AnswerInput, Decision, FeatureSpec, Gate, Needs, Result, StepInput};
@@ -140,59 +140,38 @@ fn alone(m: &mut Models, cases: &[Case]) -> Vec<(Output, Vec<String>)> {
         .collect()
 }
 
-/// All cases together, at most `max_batch` in flight.
+/// All cases together, at most `max_batch` in flight (one forked prompt expert each).
 fn together(m: &mut Models, cases: &[Case], max_batch: usize) -> Vec<(Output, Vec<String>)> {
     let requests: Vec<Request> = cases.iter().map(|c| c.request.clone()).collect();
     let mut pieces = vec![Vec::new(); cases.len()];
     let mut outputs: Vec<Option<Output>> = vec![None; cases.len()];
-    let mut experts: Vec<Box<dyn Expert>> = cases.iter().map(|_| expert(m)).collect();
-    generate_batch(
+    let experts: Vec<Box<dyn Expert>> = (0..max_batch)
+        .map(|_| {
+            m.expert
+                .fork(&m.base)
+                .unwrap()
+                .expect("a prompt expert forks")
+        })
+        .collect();
+    let back = generate_batch(
         &requests,
         m,
         &mut Reflection::Fixed(0.9),
         &cfg(),
-        max_batch,
-        &mut |i| {
-            Ok(Lane {
-                gate: Box::new(gate(&cases[i])),
-                expert: std::mem::replace(&mut experts[i], Box::new(Unused)),
-            })
-        },
+        experts,
+        &mut |i| Ok(Box::new(gate(&cases[i]))),
         Sinks {
             on_text: &mut |i, t| pieces[i].push(t.to_string()),
             on_done: &mut |i, out| outputs[i] = Some(out.unwrap()),
         },
     )
     .unwrap();
+    assert_eq!(back.len(), max_batch, "every expert is handed back");
     outputs
         .into_iter()
         .zip(pieces)
         .map(|(o, p)| (o.expect("every request finished"), p))
         .collect()
-}
-
-/// Stands in for an expert a lane has taken.
-struct Unused;
-
-impl Expert for Unused {
-    fn describe(&self) -> String {
-        "unused".into()
-    }
-    fn begin(&mut self, _: &str, _: bool) -> ngsd_decode::Result<()> {
-        unreachable!("a lane's expert was taken")
-    }
-    fn push(&mut self, _: u32) {}
-    fn probs(
-        &mut self,
-        _: &mut ngsd_runtime::Model,
-        _: &[f32],
-        _: &[f32],
-    ) -> ngsd_decode::Result<&[f32]> {
-        unreachable!("a lane's expert was taken")
-    }
-    fn forward_passes(&self) -> usize {
-        0
-    }
 }
 
 fn assert_same(alone: &[(Output, Vec<String>)], together: &[(Output, Vec<String>)]) {
@@ -230,18 +209,20 @@ fn requests_answered_together_get_the_answers_they_get_alone() {
 #[test]
 fn a_batch_of_zero_is_refused() {
     let mut m = models();
-    let err = generate_batch(
+    let result = generate_batch(
         &[],
         &mut m,
         &mut Reflection::Fixed(0.9),
         &cfg(),
-        0,
+        Vec::new(),
         &mut |_| unreachable!(),
         Sinks {
             on_text: &mut |_, _| {},
             on_done: &mut |_, _| {},
         },
-    )
-    .unwrap_err();
+    );
+    let Err(err) = result else {
+        panic!("no experts, no batch")
+    };
     assert!(err.to_string().contains("at least 1 request"), "{err}");
 }
