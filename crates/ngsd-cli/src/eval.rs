@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 
 use ngsd_decode::{DecodeConfig, Expert, Models, Reflection, Request};
 use ngsd_eval::{
-    ConfigSpec, Finish, GenOutput, Generator, Judge, KeywordJudge, LlmJudge, Progress, Report,
-    Sample, Suite,
+    ConfigSpec, Finish, GenOutput, GenResult, Generator, Judge, KeywordJudge, LlmJudge, Progress,
+    Report, Sample, Suite,
 };
 use ngsd_gate::Gate;
 use ngsd_runtime::{FinishReason, GenerateConfig, Message, ModelOptions};
@@ -27,6 +27,8 @@ struct DecoderGenerator {
     experts: HashMap<String, Box<dyn Expert>>,
     current_expert: String,
     decode: DecodeConfig,
+    /// Samples decoded at once (`--batch`).
+    batch: usize,
 }
 
 impl DecoderGenerator {
@@ -64,12 +66,10 @@ impl DecoderGenerator {
     }
 }
 
-impl Generator for DecoderGenerator {
-    fn generate(
-        &mut self,
-        config: &ConfigSpec,
-        sample: &Sample,
-    ) -> std::result::Result<GenOutput, Box<dyn std::error::Error + Send + Sync>> {
+impl DecoderGenerator {
+    /// Loads the configuration's gate and reflection the first time it is seen, and puts its
+    /// expert into `models.expert`.
+    fn prepare(&mut self, config: &ConfigSpec) -> std::result::Result<(), BoxError> {
         let key = Self::expert_key(config);
         self.select_expert(&key).map_err(|e| format!("{e:#}"))?;
         if !self.gates.contains_key(&config.name) {
@@ -79,28 +79,109 @@ impl Generator for DecoderGenerator {
             self.gates.insert(config.name.clone(), gate);
         }
         if !self.reflections.contains_key(&config.name) {
-            let reflection = match config.reflection {
-                ngsd_eval::Reflection::Off => Reflection::Fixed(config.alpha),
-                ngsd_eval::Reflection::Generative => Reflection::generative(),
-                ngsd_eval::Reflection::Probe => {
-                    if self.trained.gate.is_none() {
-                        return Err(format!(
-                            "configuration `{}`: probe reflection needs the model's trained neuron ({}), and there is none",
-                            config.name,
-                            safety::GATE_FILE
-                        )
-                        .into());
-                    }
-                    let params = self.trained.gate_params("sigmoid", "monitor = false");
-                    Reflection::Probe {
-                        gate: safety::load_gate("sigmoid", &params, &self.dirs, &self.models.base)
-                            .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?,
-                        map: Default::default(),
-                    }
-                }
-            };
+            let reflection = self.reflection(config)?;
             self.reflections.insert(config.name.clone(), reflection);
         }
+        Ok(())
+    }
+
+    fn reflection(&self, config: &ConfigSpec) -> std::result::Result<Reflection, BoxError> {
+        Ok(match config.reflection {
+            ngsd_eval::Reflection::Off => Reflection::Fixed(config.alpha),
+            ngsd_eval::Reflection::Generative => Reflection::generative(),
+            ngsd_eval::Reflection::Probe => {
+                if self.trained.gate.is_none() {
+                    return Err(format!(
+                        "configuration `{}`: probe reflection needs the model's trained neuron ({}), and there is none",
+                        config.name,
+                        safety::GATE_FILE
+                    )
+                    .into());
+                }
+                let params = self.trained.gate_params("sigmoid", "monitor = false");
+                Reflection::Probe {
+                    gate: safety::load_gate("sigmoid", &params, &self.dirs, &self.models.base)
+                        .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?,
+                    map: Default::default(),
+                }
+            }
+        })
+    }
+
+    /// `n` more instances of the current expert, or `None` when it cannot fork.
+    fn expert_forks(
+        &self,
+        n: usize,
+    ) -> std::result::Result<Option<Vec<Box<dyn Expert>>>, BoxError> {
+        let mut forks = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.models.expert.fork(&self.models.base)? {
+                Some(e) => forks.push(e),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(forks))
+    }
+
+    /// `samples` through [`ngsd_decode::generate_batch`], each with a fresh gate of the
+    /// configuration and a fork of its expert.
+    fn generate_batched(
+        &mut self,
+        config: &ConfigSpec,
+        samples: &[&Sample],
+        experts: Vec<Box<dyn Expert>>,
+        done: &mut dyn FnMut(usize, GenResult, f64),
+    ) -> std::result::Result<(), BoxError> {
+        let requests: Vec<Request> = samples.iter().map(|s| request(s)).collect();
+        let params = self.trained.gate_params(&config.gate, &config.gate_config);
+        let params = ngsd_decode::features::host_context(&self.models.base).append_to(&params);
+        let (spec, dirs) = (&config.gate, &self.dirs);
+        let reflection = self
+            .reflections
+            .get_mut(&config.name)
+            .ok_or("reflection vanished")?;
+        let mut make_gate = |_: usize| -> ngsd_decode::Result<Box<dyn Gate>> {
+            let gate = ngsd_gate_host::load(spec, dirs, &params).map_err(|e| {
+                ngsd_decode::Error::from(ngsd_gate::Error::Failed(format!(
+                    "loading gate `{spec}`: {e}"
+                )))
+            })?;
+            Ok(Box::new(gate))
+        };
+        ngsd_decode::generate_batch(
+            &requests,
+            &mut self.models,
+            reflection,
+            &self.decode,
+            experts,
+            &mut make_gate,
+            ngsd_decode::Sinks {
+                on_text: &mut |_, _| {},
+                on_done: &mut |i, out| {
+                    let time_ms = out.as_ref().map_or(0.0, |o| o.summary.timings.total_ms);
+                    done(i, out.map(gen_output).map_err(Into::into), time_ms);
+                },
+            },
+        )?;
+        Ok(())
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn gen_output(out: ngsd_decode::Output) -> GenOutput {
+    GenOutput {
+        text: out.text,
+        tokens: out.tokens.len(),
+        steered_tokens: out.summary.steered_tokens,
+        expert_passes: out.summary.expert_forward_passes,
+        finish: finish(&out.finish),
+    }
+}
+
+impl Generator for DecoderGenerator {
+    fn generate(&mut self, config: &ConfigSpec, sample: &Sample) -> GenResult {
+        self.prepare(config)?;
         let gate = self.gates.get_mut(&config.name).ok_or("gate vanished")?;
         let reflection = self
             .reflections
@@ -115,13 +196,30 @@ impl Generator for DecoderGenerator {
             &self.decode,
             |_| {},
         )?;
-        Ok(GenOutput {
-            text: out.text,
-            tokens: out.tokens.len(),
-            steered_tokens: out.summary.steered_tokens,
-            expert_passes: out.summary.expert_forward_passes,
-            finish: finish(&out.finish),
-        })
+        Ok(gen_output(out))
+    }
+
+    /// Up to `--batch` samples decoded at once; one at a time when the batch is 1 or the
+    /// configuration's expert cannot fork (a model expert).
+    fn generate_many(
+        &mut self,
+        config: &ConfigSpec,
+        samples: &[&Sample],
+        done: &mut dyn FnMut(usize, GenResult, f64),
+    ) {
+        let n = self.batch.min(samples.len());
+        let forks = match self.prepare(config).and_then(|()| self.expert_forks(n)) {
+            Ok(forks) => forks.filter(|_| n > 1),
+            Err(e) => return done(0, Err(e), 0.0),
+        };
+        match forks {
+            Some(experts) => {
+                if let Err(e) = self.generate_batched(config, samples, experts, done) {
+                    done(0, Err(e), 0.0);
+                }
+            }
+            None => ngsd_eval::generate_each(self, config, samples, done),
+        }
     }
 }
 
@@ -194,7 +292,11 @@ pub fn run(
     dirs: Vec<PathBuf>,
     judge: &dyn Judge,
     only: &[String],
+    batch: usize,
 ) -> Result<()> {
+    if batch == 0 {
+        bail!("--batch 0: at least 1 sample must be decoded at a time (default 8)");
+    }
     let found: Vec<String> = ngsd_gate_host::list(&dirs)
         .into_iter()
         .filter_map(|r| r.ok().map(|i| i.name))
@@ -252,6 +354,7 @@ pub fn run(
         experts: HashMap::new(),
         current_expert: "prompt".into(),
         decode,
+        batch,
     };
     let store = out.join("runs");
     let summary = ngsd_eval::run_suite(&suite, &mut generator, &store, limit, Progress::Bar)

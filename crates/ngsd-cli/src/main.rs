@@ -89,6 +89,12 @@ struct EvalArgs {
     /// Folder to search for gate plugins first (repeatable).
     #[arg(long = "gate-dir", value_name = "DIR")]
     gate_dirs: Vec<PathBuf>,
+    /// Samples decoded at once: their decode steps share one forward pass of the base model,
+    /// each keeps its own gate, expert and reflection, and the answers equal one-at-a-time
+    /// decoding. 1 decodes one at a time (as does a configuration whose expert is a second
+    /// model). Each answer's stored time is its own start-to-end time inside the batch.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    batch: usize,
     #[command(flatten)]
     model: ModelFlags,
 }
@@ -282,6 +288,7 @@ fn run(cli: Cli) -> Result<()> {
                 dirs,
                 judge.as_ref(),
                 &args.only,
+                args.batch,
             )
         }
         Command::Train(cmd) => train::run(cmd, raw),

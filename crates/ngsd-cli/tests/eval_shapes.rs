@@ -1,5 +1,6 @@
 //! `ngsd eval` over samples of every shape, end to end with the real model: a conversation's
-//! history and a raw text reach the decoder, and each shape's answer is stored on its own.
+//! history and a raw text reach the decoder, and each shape's answer is stored on its own,
+//! the same whether the samples are decoded together (`--batch`) or one at a time.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,8 +26,11 @@ fn model_dir() -> PathBuf {
     dir
 }
 
-#[test]
-fn history_and_raw_text_reach_the_model() {
+/// (dataset, id) → (text, sample key) of every answer stored by one configuration.
+type Answers = HashMap<(String, String), (String, String)>;
+
+/// Runs the shapes suite with `--batch batch`; returns the stored answers of `none`.
+fn eval_shapes(batch: usize) -> Answers {
     let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shapes-suite.toml");
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_ngsd"))
@@ -34,6 +38,7 @@ fn history_and_raw_text_reach_the_model() {
         .arg(out.path())
         .arg("--model")
         .arg(model_dir())
+        .args(["--batch", &batch.to_string()])
         .env("NGSD_THREADS", "2")
         .output()
         .unwrap();
@@ -42,7 +47,7 @@ fn history_and_raw_text_reach_the_model() {
     assert!(err.contains("generated 4 answers"), "{err}");
 
     let stored = std::fs::read_to_string(out.path().join("runs/none.jsonl")).unwrap();
-    let mut answers: HashMap<(String, String), (String, String)> = HashMap::new();
+    let mut answers = Answers::new();
     for line in stored.lines() {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
         let key = (
@@ -55,6 +60,17 @@ fn history_and_raw_text_reach_the_model() {
         );
         answers.insert(key, value);
     }
+    answers
+}
+
+#[test]
+fn history_and_raw_text_reach_the_model_batched_or_not() {
+    let answers = eval_shapes(8);
+    assert_eq!(
+        eval_shapes(1),
+        answers,
+        "decoding samples together changed an answer"
+    );
     let get = |d: &str, id: &str| answers[&(d.to_owned(), id.to_owned())].clone();
     let (memory, memory_key) = get("chats", "memory");
     let (alone, alone_key) = get("chats", "alone");

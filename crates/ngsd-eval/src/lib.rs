@@ -69,7 +69,10 @@ pub use dataset::{Sample, load_dataset};
 pub use error::{Error, Result};
 pub use judge::{Judge, KeywordJudge, LlmJudge, REFUSAL_KEYWORDS};
 pub use report::{ConfigReport, DatasetMetrics, Interval, Report};
-pub use runner::{GenOutput, Generator, Progress, RunSummary, load_suite_samples, run_suite};
+pub use runner::{
+    GenOutput, GenResult, Generator, Progress, RunSummary, generate_each, load_suite_samples,
+    run_suite,
+};
 pub use steered::{Shape, SteeredAnswer, has_complete_sentence};
 pub use store::{AnswerIndex, Finish, Record, ResultStore};
 pub use suite::{

@@ -26,16 +26,47 @@ pub struct GenOutput {
     pub finish: Finish,
 }
 
+/// One answer, or why it could not be generated.
+pub type GenResult = std::result::Result<GenOutput, Box<dyn std::error::Error + Send + Sync>>;
+
 /// Produces answers for a configuration; the real one is the safety-aware decoder, built
 /// with the suite's [`crate::Generation`] settings.
 pub trait Generator {
     /// Answers `sample` under `config`: its `text` as the user message after its `history`
     /// under its `system` prompt, or as raw text when `raw`.
-    fn generate(
+    fn generate(&mut self, config: &ConfigSpec, sample: &Sample) -> GenResult;
+
+    /// Answers `samples` under `config`, calling `done(i, answer, time_ms)` as each finishes,
+    /// in any order (`time_ms`: that answer's own time, from its start to its end). The
+    /// default answers them one by one through [`Generator::generate`] and stops at the first
+    /// error; a batching generator decodes several at once.
+    fn generate_many(
         &mut self,
         config: &ConfigSpec,
-        sample: &Sample,
-    ) -> std::result::Result<GenOutput, Box<dyn std::error::Error + Send + Sync>>;
+        samples: &[&Sample],
+        done: &mut dyn FnMut(usize, GenResult, f64),
+    ) {
+        generate_each(self, config, samples, done);
+    }
+}
+
+/// `samples` one after another through [`Generator::generate`], timing each and stopping at
+/// the first error: what [`Generator::generate_many`] does unless a generator batches.
+pub fn generate_each<G: Generator + ?Sized>(
+    generator: &mut G,
+    config: &ConfigSpec,
+    samples: &[&Sample],
+    done: &mut dyn FnMut(usize, GenResult, f64),
+) {
+    for (i, sample) in samples.iter().enumerate() {
+        let start = Instant::now();
+        let answer = generator.generate(config, sample);
+        let failed = answer.is_err();
+        done(i, answer, start.elapsed().as_secs_f64() * 1000.0);
+        if failed {
+            return;
+        }
+    }
 }
 
 /// Whether to draw a progress bar.
@@ -54,6 +85,21 @@ pub struct RunSummary {
     pub generated: usize,
     /// Samples skipped because their result was already stored.
     pub skipped: usize,
+}
+
+/// The stored form of one answer.
+fn record(dataset: &str, s: &Sample, out: GenOutput, time_ms: f64) -> Record {
+    Record {
+        dataset: dataset.to_owned(),
+        id: s.id.clone(),
+        sample_key: s.key(),
+        text: out.text,
+        tokens: out.tokens,
+        steered_tokens: out.steered_tokens,
+        expert_passes: out.expert_passes,
+        time_ms,
+        finish: out.finish,
+    }
 }
 
 /// Loads every dataset of `suite`, keeping at most `limit` samples of each (on top of the
@@ -76,8 +122,9 @@ pub fn load_suite_samples(
 }
 
 /// Runs configurations × datasets × samples, appending each answer to
-/// `<store_dir>/<config>.jsonl` and skipping samples already there. Stops at the first
-/// generation error; what was done so far stays stored and a rerun resumes after it.
+/// `<store_dir>/<config>.jsonl` as it finishes and skipping samples already there. A
+/// generation error ends the run once the answers in flight are stored; a rerun resumes
+/// after what was stored.
 pub fn run_suite(
     suite: &Suite,
     generator: &mut dyn Generator,
@@ -115,31 +162,34 @@ pub fn run_suite(
     for (config, store) in suite.configs.iter().zip(stores.iter_mut()) {
         for (d, samples) in &data {
             bar.set_message(format!("{} / {}", config.name, d.name));
-            for s in samples {
-                if store.is_done(&d.name, s) {
-                    continue;
+            let todo: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| !store.is_done(&d.name, s))
+                .collect();
+            let mut failure = None;
+            let mut stored = Ok(());
+            generator.generate_many(config, &todo, &mut |i, answer, time_ms| {
+                let s = todo[i];
+                match answer {
+                    Ok(out) if stored.is_ok() => {
+                        stored = store.append(record(&d.name, s, out, time_ms));
+                        summary.generated += 1;
+                        bar.inc(1);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure.get_or_insert(Error::Generate {
+                            config: config.name.clone(),
+                            dataset: d.name.clone(),
+                            id: s.id.clone(),
+                            message: e.to_string(),
+                        });
+                    }
                 }
-                let start = Instant::now();
-                let out = generator.generate(config, s).map_err(|e| Error::Generate {
-                    config: config.name.clone(),
-                    dataset: d.name.clone(),
-                    id: s.id.clone(),
-                    message: e.to_string(),
-                })?;
-                let time_ms = start.elapsed().as_secs_f64() * 1000.0;
-                store.append(Record {
-                    dataset: d.name.clone(),
-                    id: s.id.clone(),
-                    sample_key: s.key(),
-                    text: out.text,
-                    tokens: out.tokens,
-                    steered_tokens: out.steered_tokens,
-                    expert_passes: out.expert_passes,
-                    time_ms,
-                    finish: out.finish,
-                })?;
-                summary.generated += 1;
-                bar.inc(1);
+            });
+            stored?;
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
     }
