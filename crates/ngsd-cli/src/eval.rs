@@ -283,17 +283,26 @@ pub fn judge(
     }
 }
 
+/// Which part of a suite runs, and how.
+pub struct Selection<'a> {
+    /// At most this many samples per dataset.
+    pub limit: Option<usize>,
+    /// Only these configurations (all when empty).
+    pub only: &'a [String],
+    /// Samples decoded at once.
+    pub batch: usize,
+}
+
 /// Runs the suite (skipping answers already stored in `out/runs`) and writes the reports to `out`.
 pub fn run(
     suite_path: &Path,
     out: &Path,
-    limit: Option<usize>,
     settings: &crate::settings::ModelSettings,
     dirs: Vec<PathBuf>,
     judge: &dyn Judge,
-    only: &[String],
-    batch: usize,
+    selection: &Selection<'_>,
 ) -> Result<()> {
+    let Selection { limit, only, batch } = *selection;
     if batch == 0 {
         bail!("--batch 0: at least 1 sample must be decoded at a time (default 8)");
     }

@@ -283,12 +283,14 @@ fn run(cli: Cli) -> Result<()> {
             eval::run(
                 &args.suite,
                 &args.out,
-                args.limit,
                 &settings,
                 dirs,
                 judge.as_ref(),
-                &args.only,
-                args.batch,
+                &eval::Selection {
+                    limit: args.limit,
+                    only: &args.only,
+                    batch: args.batch,
+                },
             )
         }
         Command::Train(cmd) => train::run(cmd, raw),
