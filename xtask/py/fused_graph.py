@@ -263,9 +263,11 @@ def _k_low_nibbles(qs):
 
 def _q4_k(raw, kind: str) -> BlockWeight:
     """Q4_K: w = (d·sc)·q − dmin·m per 32-element sub-block, as a centred 4-bit block of 32."""
+    import numpy as np
+
     n = raw.shape[0]
     scales, mins = _k_scales(raw)
-    q = _k_low_nibbles(raw[..., 16:144]).astype("uint8").reshape(n, -1)
+    q = _k_low_nibbles(raw[..., 16:144]).astype(np.uint8).reshape(n, -1)
     return centred(BlockWeight(q, scales, 4, 0, mins), 15)
 
 
