@@ -185,6 +185,61 @@ class Runner:
         return tokens, t1 - t0, t2 - t1
 
 
+class FusedRunner:
+    """Greedy decoding of a q4 (fused graph) package with a plain onnxruntime loop, independent of
+    ngsd: one KV buffer per layer and kind, [1, kv heads, capacity, head dim], bound as both
+    past_key_values.* and present.* (GroupQueryAttention writes the new rows in place); each run
+    feeds seqlens_k = total − 1, total_sequence_length and logits_to_keep = 1."""
+
+    def __init__(self, layout: dict, threads: int):
+        import onnxruntime as ort
+
+        self.ort, self.layout = ort, layout
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.sess = ort.InferenceSession(layout["onnx"], so, providers=["CPUExecutionProvider"])
+
+    def _run(self, kv, ids, past: int):
+        """One forward pass over `ids` after `past` cached tokens; the last row's logits."""
+        import numpy as np
+
+        io, total = self.sess.io_binding(), past + len(ids)
+        io.bind_cpu_input("input_ids", np.asarray([ids], np.int64))
+        io.bind_cpu_input("seqlens_k", np.asarray([total - 1], np.int32))
+        io.bind_cpu_input("total_sequence_length", np.asarray(total, np.int32))
+        io.bind_cpu_input("logits_to_keep", np.asarray([1], np.int64))
+        io.bind_output("logits")
+        for i in range(self.layout["num_layers"]):
+            for j, kind in enumerate(("key", "value")):
+                io.bind_ortvalue_input(f"past_key_values.{i}.{kind}", kv[2 * i + j])
+                io.bind_ortvalue_output(f"present.{i}.{kind}", kv[2 * i + j])
+        self.sess.run_with_iobinding(io)
+        return io.get_outputs()[0].numpy()[0, -1]
+
+    def generate_plain(self, prompt, n_new: int):
+        """Greedy, forced n_new tokens: the prompt in one pass, then one token per pass.
+        Returns (tokens, prefill_s, decode_s)."""
+        import numpy as np
+
+        shape = (1, self.layout["num_kv_heads"], len(prompt) + n_new, self.layout["head_dim"])
+        kv = [self.ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
+              for _ in range(2 * self.layout["num_layers"])]
+        t0 = time.perf_counter()
+        tokens = [int(np.argmax(self._run(kv, list(prompt), 0)))]
+        t1 = time.perf_counter()
+        for _ in range(n_new - 1):
+            tokens.append(int(np.argmax(self._run(kv, [tokens[-1]], len(prompt) + len(tokens) - 1))))
+        return tokens, t1 - t0, time.perf_counter() - t1
+
+
+def runner_for(layout: dict, threads: int):
+    """The plain loop for the package's layout: FusedRunner for q4 (a shared KV buffer fed through
+    seqlens_k), Runner for Optimum-style decoders (fp32, int8)."""
+    return FusedRunner(layout, threads) if "seqlens_k" in layout["io"] else Runner(layout, threads)
+
+
 def read_prompt_ids(path: str):
     if not os.path.isfile(path):
         raise BenchError(f"prompt ids file not found: {path}")

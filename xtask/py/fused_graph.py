@@ -11,14 +11,23 @@ Weights are never dequantized and requantized. Each GGUF block format maps onto
     Q5_1  w = d·(q - z) + m′     8-bit, block 32, as Q4_1 (z up to 31)
     Q8_0  w = d·q                8-bit, block 32, stored as q + 128 (default zero point 128)
 
+The K-quants (super-blocks of 256 elements, one fp16 d (and dmin) each, a small integer scale
+(and min) per sub-block) become one MatMulNBits block per sub-block, with the scale d·sc (and
+the min −dmin·m) folded in float32, exact (an 11-bit mantissa times a 6- or 8-bit integer):
+
+    Q4_K  w = (d·sc)·(q − z) + m′   4-bit, block 32, centred as Q4_1 (m = −dmin·mn)
+    Q5_K  w = (d·sc)·(q − z) + m′   8-bit, block 32, centred as Q5_1
+    Q6_K  w = (d·sc)·(q − 32)       8-bit, block 16 (sc signed), stored as q + 96 (zero point 128)
+
 ``BlockMean(A)`` averages the activations over each 32-wide block of the input dimension (one
-``AveragePool``): the min term of Q4_1/Q5_1 is then a [.. × K/32] by [K/32 × N] product next to
-the fast kernel, against the mins times 32 (exact: a power of two), so it equals BlockSum(A)·Mᵀ.
-Scales are float32 copies of the fp16 values; d·(q − z) is exact in float32 (an 11-bit mantissa
-times a value below 256), m′ is kept only where it is exact (see ``centred``), so the graph's
-weights, scale·(q − zero) + min, equal
-``gguf.quants.dequantize`` bit for bit (checked by test_fused.py). The tied Q8_0 embedding is
-read by ``GatherBlockQuantized`` from the same blocks the LM head multiplies with.
+``AveragePool``): the min term of Q4_1/Q5_1/Q4_K/Q5_K is then a [.. × K/32] by [K/32 × N]
+product next to the fast kernel, against the mins times 32 (exact: a power of two), so it
+equals BlockSum(A)·Mᵀ. Scales are float32 copies of the fp16 values (or of d·sc); scale·(q − z)
+is exact in float32 (at most 24 significant bits), m′ is kept only where it is exact (see
+``centred``), so the graph's weights, scale·(q − zero) + min, equal ``gguf.quants.dequantize``
+bit for bit (checked by test_fused.py). A Q8_0 or Q5_0 embedding is read by
+``GatherBlockQuantized`` from its blocks (the same ones a tied LM head multiplies with).
+Other types (Q2_K, Q3_K, the IQ formats) are refused with the fix: ``--variant fp32``.
 
 Layers: ``SimplifiedLayerNormalization`` / ``SkipSimplifiedLayerNormalization`` (the residual
 sum is the skip op's fourth output, which is also where ``hidden_states.{L}`` comes from), one
@@ -162,7 +171,7 @@ def centred(w: BlockWeight, top: int) -> BlockWeight:
 def _f16(raw):
     import numpy as np
 
-    return raw.view(np.float16).astype(np.float32)
+    return np.ascontiguousarray(raw).view(np.float16).astype(np.float32)
 
 
 def _nibbles(qs):
@@ -173,37 +182,127 @@ def _nibbles(qs):
     return np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.uint8)
 
 
+# Bytes per block of the legacy formats (32 elements) and per super-block of the K-quants (QK_K).
+LEGACY_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34}
+QK_K = 256
+K_QUANT_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+SUPPORTED = (*LEGACY_BYTES, *K_QUANT_BYTES)
+
+
 def block_weight(t) -> BlockWeight:
-    """A GGUF tensor (gguf.ReaderTensor, 2-D) as exact MatMulNBits blocks."""
+    """A GGUF tensor (gguf.ReaderTensor, 2-D) as exact MatMulNBits blocks, or FusedError naming
+    the tensor, its type, the supported types and the fix."""
     import numpy as np
 
     kind = t.tensor_type.name
     k, n = (int(x) for x in t.shape)
-    if k % BLOCK:
-        raise FusedError(f"tensor {t.name}: input width {k} is not a multiple of {BLOCK}")
-    layouts = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34}
-    if kind not in layouts:
+    if kind not in SUPPORTED:
         raise FusedError(f"tensor {t.name} is {kind}, which the exact q4 graph does not map yet "
-                         f"(supported: {', '.join(layouts)}); convert with --variant fp32")
-    raw = np.ascontiguousarray(t.data).reshape(n, k // BLOCK, layouts[kind])
-    d = _f16(np.ascontiguousarray(raw[..., 0:2])).reshape(n, -1)
+                         f"(supported: {', '.join(SUPPORTED)}); convert with --variant fp32")
+    width, nbytes = (BLOCK, LEGACY_BYTES[kind]) if kind in LEGACY_BYTES else (QK_K, K_QUANT_BYTES[kind])
+    if k % width:
+        raise FusedError(f"tensor {t.name} ({kind}): input width {k} is not a multiple of {width}; "
+                         f"convert with --variant fp32")
+    raw = np.ascontiguousarray(t.data).reshape(n, k // width, nbytes)
+    decode = {"Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k}.get(kind, _legacy)
+    w = decode(raw, kind)
+    w.source = kind
+    return w
+
+
+def _legacy(raw, kind: str) -> BlockWeight:
+    """Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 blocks [n, K / 32, bytes] (fp16 d first, then m for _1)."""
+    import numpy as np
+
+    n, k = raw.shape[0], raw.shape[1] * BLOCK
+    d = _f16(raw[..., 0:2]).reshape(n, -1)
     if kind == "Q4_0":
-        return BlockWeight(_nibbles(raw[..., 2:]).reshape(n, k), d, 4, 8, source=kind)
+        return BlockWeight(_nibbles(raw[..., 2:]).reshape(n, k), d, 4, 8)
     if kind == "Q4_1":
-        m = _f16(np.ascontiguousarray(raw[..., 2:4])).reshape(n, -1)
-        return centred(BlockWeight(_nibbles(raw[..., 4:]).reshape(n, k), d, 4, 0, m, source=kind), 15)
+        m = _f16(raw[..., 2:4]).reshape(n, -1)
+        return centred(BlockWeight(_nibbles(raw[..., 4:]).reshape(n, k), d, 4, 0, m), 15)
     if kind == "Q8_0":
         q = (raw[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
-        return BlockWeight(q.reshape(n, k), d, 8, 128, source=kind)
+        return BlockWeight(q.reshape(n, k), d, 8, 128)
     # Q5_0 / Q5_1: 4 low bits as Q4, the fifth bit of element j in bit j of a little-endian u32
     off = 2 if kind == "Q5_0" else 4
     qh = np.ascontiguousarray(raw[..., off:off + 4]).view(np.uint32)  # [n, blocks, 1]
     high = ((qh >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8)  # [n, blocks, 32]
     q5 = _nibbles(raw[..., off + 4:]) | (high << 4)
     if kind == "Q5_0":  # w = d·(q − 16) = d·((q + 112) − 128)
-        return BlockWeight((q5 + 112).reshape(n, k), d, 8, 128, source=kind)
-    m = _f16(np.ascontiguousarray(raw[..., 2:4])).reshape(n, -1)
-    return centred(BlockWeight(q5.reshape(n, k), d, 8, 0, m, source=kind), 31)
+        return BlockWeight((q5 + 112).reshape(n, k), d, 8, 128)
+    m = _f16(raw[..., 2:4]).reshape(n, -1)
+    return centred(BlockWeight(q5.reshape(n, k), d, 8, 0, m), 31)
+
+
+def _k_scales(raw):
+    """Q4_K/Q5_K super-blocks [n, sb, bytes]: bytes 0-1 d, 2-3 dmin (fp16), 4-15 the 6-bit scale
+    and min of each of the 8 sub-blocks. Returns float32 [n, sb · 8] (d·scale, −dmin·min): both
+    products exact (an 11-bit mantissa times a 6-bit integer), so the weight d·scale·q − dmin·min
+    is the one rounding gguf.quants also does."""
+    import numpy as np
+
+    d, dmin = _f16(raw[..., 0:2]), _f16(raw[..., 2:4])  # [n, sb, 1]
+    lo, hi, mixed = raw[..., 4:8], raw[..., 8:12], raw[..., 12:16]
+    # sub-blocks 0-3: low 6 bits of lo (scale) / hi (min); 4-7: a nibble of `mixed` below the
+    # top two bits of lo / hi
+    scale = np.concatenate([lo & 63, (mixed & 15) | ((lo >> 6) << 4)], axis=-1).astype(np.float32)
+    mins = np.concatenate([hi & 63, (mixed >> 4) | ((hi >> 6) << 4)], axis=-1).astype(np.float32)
+    n = raw.shape[0]
+    return (d * scale).reshape(n, -1), (-(dmin * mins)).reshape(n, -1)
+
+
+def _k_low_nibbles(qs):
+    """The 4 low bits of a Q4_K/Q5_K super-block, qs [n, sb, 128] -> [n, sb, 256]: each 32 bytes
+    hold two sub-blocks, the low nibbles first."""
+    import numpy as np
+
+    q = qs.reshape(*qs.shape[:2], 4, 1, 32)
+    return np.concatenate([q & 0x0F, q >> 4], axis=3).reshape(*qs.shape[:2], QK_K)
+
+
+def _q4_k(raw, kind: str) -> BlockWeight:
+    """Q4_K: w = (d·sc)·q − dmin·m per 32-element sub-block, as a centred 4-bit block of 32."""
+    import numpy as np
+
+    n = raw.shape[0]
+    scales, mins = _k_scales(raw)
+    q = _k_low_nibbles(raw[..., 16:144]).astype(np.uint8).reshape(n, -1)
+    return centred(BlockWeight(q, scales, 4, 0, mins), 15)
+
+
+def _q5_k(raw, kind: str) -> BlockWeight:
+    """Q5_K: as Q4_K with a fifth bit (sub-block j's in bit j of the 32 qh bytes), as a centred
+    8-bit block of 32."""
+    import numpy as np
+
+    n, sb = raw.shape[:2]
+    scales, mins = _k_scales(raw)
+    qh = raw[..., 16:48].reshape(n, sb, 1, 32)
+    high = (qh >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)) & 1  # [n, sb, 8, 32]
+    q = _k_low_nibbles(raw[..., 48:176]) | (high.reshape(n, sb, QK_K) << 4)
+    return centred(BlockWeight(q.astype(np.uint8).reshape(n, -1), scales, 8, 0, mins), 31)
+
+
+def _q6_k(raw, kind: str) -> BlockWeight:
+    """Q6_K: w = (d·sc)·(q − 32) per 16-element sub-block (sc a signed 8-bit scale, q 6 bits), as
+    an 8-bit block of 16 stored as q + 96 with the default zero point 128. d·sc is exact in
+    float32 (11 bits times 8) and so is d·sc·(q − 32) (24 bits at most).
+
+    Layout per super-block: ql [128] (low 4 bits), qh [64] (high 2 bits), scales [16] int8, d
+    fp16. Each half of 128 elements takes 64 ql bytes (low nibbles for elements 0-63, high for
+    64-127) and 32 qh bytes (bits 2g..2g+1 for elements 32g..32g+31)."""
+    import numpy as np
+
+    n, sb = raw.shape[:2]
+    ql = raw[..., 0:128].reshape(n, sb, 2, 1, 64)
+    low = np.concatenate([ql & 0x0F, ql >> 4], axis=3).reshape(n, sb, 2, 4, 32)
+    qh = raw[..., 128:192].reshape(n, sb, 2, 1, 32)
+    high = (qh >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 1, 4, 1)) & 3  # [n, sb, 2, 4, 32]
+    q = (low | (high << 4)).astype(np.uint8) + np.uint8(96)
+    sc = np.ascontiguousarray(raw[..., 192:208]).view(np.int8).astype(np.float32)  # [n, sb, 16]
+    scales = (_f16(raw[..., 208:210]) * sc).reshape(n, -1)
+    return BlockWeight(q.reshape(n, -1), scales, 8, 128, block=16)
 
 
 def qk_row_permutation(rows: int, heads: int):
@@ -414,8 +513,9 @@ def skip_norm(f: FusedBuilder, x: str, skip: str, gamma: str, name: str, out: st
 def embedding(f: FusedBuilder):
     """The token embedding of `input_ids` [b, s, hidden] and the LM-head weight.
 
-    A Q8_0 (or Q4_0) tied table is gathered by GatherBlockQuantized from the very blocks the LM
-    head multiplies with; other formats gather from an exact float32 copy of the table."""
+    A table in 8-bit blocks with the default zero point (Q8_0, Q5_0, Q6_K) is gathered by
+    GatherBlockQuantized from its blocks (when tied, the very blocks the LM head multiplies with;
+    exact, checked by test_fused.py); other formats gather from an exact float32 copy."""
     b, g, hp, np = f.b, f.g, f.hp, f.np
     emb = f.weight("token_embd.weight")
     if (emb.n if isinstance(emb, BlockWeight) else emb.shape[0]) != hp.vocab:

@@ -4,10 +4,10 @@
     greedy_check.py --model DIR --ngsd BIN [--new-tokens 32] [--threads 1] [--prompt TEXT ...]
 
 For each prompt (rendered with the folder's chat template, as chat_prompt_ids.py does) it runs
-bench_ort.py's plain greedy KV-cache loop for N steps, and `ngsd generate --gate never --expert
-prompt --reflection off --temperature 0 --trace FILE` for N tokens, and compares the token ids
-(ngsd stops at an EOS id; the comparison covers the tokens ngsd generated). Prints one JSON line
-per prompt and exits 1 when any prompt disagrees.
+bench_ort.py's plain greedy KV-cache loop for N steps (its FusedRunner for q4 packages), and
+`ngsd generate --gate never --expert prompt --reflection off --temperature 0 --trace FILE` for N
+tokens, and compares the token ids (ngsd stops at an EOS id; the comparison covers the tokens
+ngsd generated). Prints one JSON line per prompt and exits 1 when any prompt disagrees.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_ort import Runner, load_layout  # noqa: E402
+from bench_ort import load_layout, runner_for  # noqa: E402
 from chat_prompt_ids import render  # noqa: E402
 
 PROMPTS = [
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from tokenizers import Tokenizer
 
     tk = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
-    runner = Runner(load_layout(args.model), args.threads)
+    runner = runner_for(load_layout(args.model), args.threads)
     all_equal = True
     for prompt in args.prompt or PROMPTS:
         ids = tk.encode(render(args.model, prompt, None), add_special_tokens=False).ids

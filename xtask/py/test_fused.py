@@ -4,11 +4,13 @@
     test_fused.py --model Q4_DIR --gguf PATH --reference FP32_DIR
 
 1. exact weights: every MatMulNBits weight of the graph, dequantized by the op's own formula
-   scale · (q − zero point) (+ the min term, stored as 32·M), and the GatherBlockQuantized embedding
-   table, equal gguf.quants.dequantize of the source tensor bit for bit (q/k rows in the
+   scale · (q − zero point) (+ the min term, stored as 32·M), and the embedding table
+   (GatherBlockQuantized blocks or a float Gather), equal gguf.quants.dequantize of the source tensor bit for bit (q/k rows in the
    un-permuted order);
-2. the same through ONNX Runtime's kernel: a sample of weights multiplied by rows of the
-   identity matrix at fp32 activations (accuracy_level 1) gives the GGUF values bit for bit;
+2. the same through ONNX Runtime's kernel, for one matrix of each block format in the GGUF (and
+   a packed QKV): rows of the identity matrix at fp32 activations (accuracy_level 0 and 1) give
+   the GGUF values bit for bit, and at int8 activations (accuracy_level 4, what the graph uses)
+   random activations give the float64 product within 2 % (the int8 rounding is about 0.5 %);
 3. the graph's maths: a copy computing with fp32 activations (accuracy_level 1) matches the fp32
    reference package (logits, last_hidden_state, every hidden_states.{L}), and its cached steps
    over the shared KV buffer match a full pass.
@@ -74,16 +76,36 @@ def graph_weights(model):
         if f"{prefix}.block_mins_t" in inits:  # block · min, for the block mean of the activations
             w = w + array(f"{prefix}.block_mins_t").T[:, :, None] / np.float32(block)
         out[prefix] = w.reshape(n, k)
+    return merge_parts(out)
+
+
+def merge_parts(weights):
+    """Products kept apart because their block formats differ (`{prefix}_0`, `{prefix}_1`, ..)
+    stacked back into `{prefix}`, the rows a packed product would have."""
+    out, parts = {}, {}
+    for name, w in weights.items():
+        base, _, index = name.rpartition("_")
+        if index.isdigit() and base.endswith("_proj"):
+            parts.setdefault(base, {})[int(index)] = w
+        else:
+            out[name] = w
+    for base, ws in parts.items():
+        out[base] = np.concatenate([ws[i] for i in sorted(ws)])
     return out
+
+
+def dequantized(t):
+    """float32 [N, K] of a GGUF matrix by gguf.quants (the reference the graph must equal)."""
+    import gguf
+
+    return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(int(t.shape[1]), int(t.shape[0]))
 
 
 def expected_weights(g, hp):
     """{prefix: float32 [N, K]} from the GGUF, as the converter lays the rows out."""
-    import gguf
 
     def deq(name, heads=None):
-        t = g[name]
-        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(int(t.shape[1]), int(t.shape[0]))
+        w = dequantized(g[name])
         return w[qk_row_permutation(w.shape[0], heads)] if heads else w
 
     permute = hp["llama"]
@@ -101,8 +123,9 @@ def expected_weights(g, hp):
     return out
 
 
-def kernel_check(name, qw: BlockWeight, expected, rows):
-    """MatMulNBits at fp32 activations times identity rows -> the weight's columns, bit for bit."""
+def matmul_nbits(qw: BlockWeight, level: int):
+    """A one-op ONNX Runtime session: Y = A · (scale · (q − zero))ᵀ, MatMulNBits at `level`
+    (0: unset, 1: fp32 activations, 4: int8 activations); the graph's min term is not in it."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -113,19 +136,93 @@ def kernel_check(name, qw: BlockWeight, expected, rows):
         inits.append(numpy_helper.from_array(zp, "Z"))
         ins.append("Z")
     nodes = [helper.make_node("MatMulNBits", ins, ["Y"], domain="com.microsoft", K=qw.k, N=qw.n, bits=qw.bits,
-                              block_size=qw.block, accuracy_level=1)]
+                              block_size=qw.block, accuracy_level=level)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, qw.k])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, qw.n])], initializer=inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     m.ir_version = 8
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    so.intra_op_num_threads = 2
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def kernel_exact(qw: BlockWeight, expected, rows, level: int) -> bool:
+    """MatMulNBits times identity rows -> the weight's columns (plus the min term as the graph adds
+    it), bit for bit; meaningful at fp32 activations (levels 0 and 1). Zeros are compared without
+    their sign: a product summed from +0 gives +0 where gguf's d·0 with a negative d is −0."""
     a = np.eye(qw.k, dtype=np.float32)[rows]
-    y = s.run(None, {"A": a})[0]  # [rows, N] = d·q per column; plus the min term as the graph adds it
+    y = matmul_nbits(qw, level).run(None, {"A": a})[0]
     if qw.mins is not None:
         y = y + qw.mins[:, np.asarray(rows) // qw.block].T
-    return bits_equal(y, expected[:, rows].T)
+    return bits_equal(y + np.float32(0), expected[:, rows].T + np.float32(0))
+
+
+def kernel_error(qw: BlockWeight, expected, rng, level: int = 4) -> float:
+    """Relative error (Frobenius) of MatMulNBits plus the min term on random activations against
+    the float64 product with the expected weight. At level 4 the activations are rounded to int8
+    per block (about 5e-3 for every format here); a kernel that misreads a block size, zero point
+    or scale sign is off by order 1."""
+    a = rng.standard_normal((8, qw.k)).astype(np.float32)
+    y = matmul_nbits(qw, level).run(None, {"A": a})[0].astype(np.float64)
+    if qw.mins is not None:  # the graph's min term: block sums times the mins
+        y += a.reshape(8, -1, qw.block).sum(-1, dtype=np.float64) @ qw.mins.T.astype(np.float64)
+    ref = a.astype(np.float64) @ expected.T.astype(np.float64)
+    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+
+def format_samples(g):
+    """{GGUF type: tensor name}: the first layer matrix of each quantized type (else the LM head or
+    embedding), one kernel check per block format the graph uses."""
+    out = {}
+    for name in sorted(g, key=lambda n: (not n.startswith("blk."), n)):
+        t = g[name]
+        if len(t.shape) == 2 and t.tensor_type.name not in ("F32", "F16", "BF16"):
+            out.setdefault(t.tensor_type.name, name)
+    return out
+
+
+def packed_qkv(g, hp, head_dim, layer):
+    """Layer `layer`'s q, k, v as the graph packs them (q/k rows un-permuted for llama), or None
+    when their formats keep them apart."""
+    def part(kind, heads):
+        w = block_weight(g[f"blk.{layer}.attn_{kind}.weight"])
+        return w.rows(qk_row_permutation(heads * head_dim, heads)) if hp["llama"] and heads else w
+
+    return concat_rows([part("q", hp["heads"]), part("k", hp["kv_heads"]), part("v", None)])
+
+
+def check_kernels(check, g, hp, head_dim, want):
+    """Step 2: ONNX Runtime's MatMulNBits on each block format of the GGUF and on a packed QKV."""
+    rng = np.random.default_rng(0)
+    for kind, name in format_samples(g).items():
+        qw, expected = block_weight(g[name]), dequantized(g[name])
+        rows = sorted(rng.choice(qw.k, size=48, replace=False).tolist())
+        what = f"{name} ({kind}: {qw.bits}-bit, block {qw.block})"
+        check(f"MatMulNBits reproduces {what} bit for bit at accuracy levels 0 and 1 (48 input rows)",
+              all(kernel_exact(qw, expected, rows, level) for level in (0, 1)))
+        err = kernel_error(qw, expected, rng)
+        check(f"MatMulNBits at accuracy level 4 (int8 activations) on {what}: relative error <= 0.02",
+              err <= 0.02, f"{err:.2e}")
+    prefix = "/model/layers.3/attn/qkv_proj"
+    qw = packed_qkv(g, hp, head_dim, 3)
+    if qw is not None:
+        rows = sorted(rng.choice(qw.k, size=48, replace=False).tolist())
+        check(f"MatMulNBits reproduces the packed {prefix} bit for bit (48 input rows)",
+              kernel_exact(qw, want[prefix], rows, 1))
+
+
+def embedding_table(model):
+    """float32 [V, H] the graph gathers token embeddings from, and by which op."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    if "model.embed_tokens.weight" in inits:
+        return numpy_helper.to_array(inits["model.embed_tokens.weight"]), "Gather"
+    table = numpy_helper.to_array(inits["model.embed_tokens.qweight"]).astype(np.float32) - 128
+    scales = numpy_helper.to_array(inits["model.embed_tokens.scales"])
+    emb = (scales[:, :, None] * table.reshape(table.shape[0], scales.shape[1], -1)).reshape(table.shape)
+    return emb, "GatherBlockQuantized"
 
 
 def patched_fp32_activations(src, dst):
@@ -221,31 +318,12 @@ def main(argv=None) -> int:
     bad = [p for p in want if p in got and not bits_equal(got[p], want[p])]
     check("dequantized graph weights == gguf dequantize, bit for bit", not bad and len(got) == len(want),
           f"{len(want) - len(bad)} of {len(want)} equal" + (f"; first differing: {bad[0]}" if bad else ""))
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    table = numpy_helper.to_array(inits["model.embed_tokens.qweight"]).astype(np.float32) - 128
-    scales = numpy_helper.to_array(inits["model.embed_tokens.scales"])
-    emb = (scales[:, :, None] * table.reshape(table.shape[0], scales.shape[1], -1)).reshape(table.shape)
-    t = g["token_embd.weight"]
-    ref_emb = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(emb.shape)
-    check("embedding table (GatherBlockQuantized) == gguf dequantize, bit for bit", bits_equal(emb, ref_emb))
+    emb, how = embedding_table(model)
+    check(f"embedding table ({how}) == gguf dequantize, bit for bit", bits_equal(emb, dequantized(g["token_embd.weight"])))
     del model
 
-    # 2. through ONNX Runtime's own kernel, a sample of weights
-    rng = np.random.default_rng(0)
-    for prefix, parts in (("/model/layers.3/attn/qkv_proj", None), ("/model/layers.17/mlp/down_proj", None),
-                          ("/lm_head", None)):
-        name = {"/lm_head": "token_embd.weight", "/model/layers.17/mlp/down_proj": "blk.17.ffn_down.weight"}.get(prefix)
-        if name:
-            qw = block_weight(g[name])
-        else:
-            qw = concat_rows([block_weight(g["blk.3.attn_q.weight"]).rows(qk_row_permutation(hp["heads"] * man["head_dim"], hp["heads"]) if hp["llama"] else slice(None)),
-                              block_weight(g["blk.3.attn_k.weight"]).rows(qk_row_permutation(hp["kv_heads"] * man["head_dim"], hp["kv_heads"]) if hp["llama"] else slice(None)),
-                              block_weight(g["blk.3.attn_v.weight"])])
-        rows = sorted(rng.choice(qw.k, size=48, replace=False).tolist())
-        check(f"ONNX Runtime's MatMulNBits reproduces {prefix} bit for bit (48 input rows)",
-              kernel_check(prefix, qw, want[prefix], rows))
+    # 2. through ONNX Runtime's own kernel
+    check_kernels(check, g, hp, man["head_dim"], want)
 
     # 3. the graph's maths at fp32 activations
     ids = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712,

