@@ -306,6 +306,45 @@ class HParams:
         self.eps = float(f"{self.eps:.6g}")
 
 
+def expected_shapes(hp: HParams) -> dict[str, tuple[int, ...]]:
+    """Row-major shape ([out, in], or [n]) of every tensor the graph needs, biases aside."""
+    H, q, kv, ffn = hp.hidden, hp.n_head * hp.head_dim, hp.n_kv * hp.head_dim, hp.ffn
+    shapes = {"token_embd.weight": (hp.vocab, H), "output_norm.weight": (H,)}
+    if not hp.tied:
+        shapes["output.weight"] = (hp.vocab, H)
+    for i in range(hp.n_layer):
+        p = f"blk.{i}."
+        shapes.update({p + "attn_norm.weight": (H,), p + "attn_q.weight": (q, H), p + "attn_k.weight": (kv, H),
+                       p + "attn_v.weight": (kv, H), p + "attn_output.weight": (H, q), p + "ffn_norm.weight": (H,),
+                       p + "ffn_gate.weight": (ffn, H), p + "ffn_up.weight": (ffn, H), p + "ffn_down.weight": (H, ffn)})
+    return shapes
+
+
+def bias_shapes(g: Gguf, hp: HParams) -> dict[str, tuple[int, ...]]:
+    """The q/k/v bias shapes when the model has biases (qwen2), else nothing (llama). The graph
+    adds whichever bias exists, so a file with only some of them must be refused here."""
+    q, kv = hp.n_head * hp.head_dim, hp.n_kv * hp.head_dim
+    shapes = {f"blk.{i}.attn_{x}.bias": (rows,) for i in range(hp.n_layer) for x, rows in (("q", q), ("k", kv), ("v", kv))}
+    present = [name for name in shapes if name in g.tensors]
+    missing = [name for name in shapes if name not in g.tensors]
+    if present and missing:
+        raise ConvertError(f"GGUF tensor '{missing[0]}' is missing while '{present[0]}' exists: "
+                           "q, k and v biases must be in every layer or in none")
+    return shapes if present else {}
+
+
+def check_tensors(g: Gguf, hp: HParams) -> None:
+    """Every tensor the graph reads exists with the shape the metadata implies (checked before
+    any work, the same for both variants)."""
+    for name, want in {**expected_shapes(hp), **bias_shapes(g, hp)}.items():
+        t = g.tensors.get(name)
+        if t is None:
+            raise ConvertError(f"GGUF tensor '{name}' is missing")
+        got = tuple(int(x) for x in reversed(t.shape))
+        if got != want:
+            raise ConvertError(f"GGUF tensor '{name}' has shape {got}, expected {want} (from the GGUF metadata)")
+
+
 def default_layers(n_layer: int) -> list[int]:
     """Every multiple of 5 in 1..n_layer-1, plus round(0.75 * n_layer) (SmolLM2's 30 layers:
     5, 10, 15, 20, 22, 25): where safety probes usually read a decoder's residual stream."""
@@ -683,6 +722,7 @@ def convert(args) -> None:
     log(f"reading {args.gguf}")
     g = Gguf(args.gguf)
     hp = HParams(g)
+    check_tensors(g, hp)
     layers = parse_layers(args.layers, hp.n_layer)
     log(
         f"{hp.arch}: {hp.n_layer} layers, hidden {hp.hidden}, heads {hp.n_head}/{hp.n_kv} kv, head_dim {hp.head_dim}, "

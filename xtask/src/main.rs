@@ -9,6 +9,7 @@ mod llama_cpp;
 mod load;
 mod setup;
 mod sh;
+mod synthetic;
 mod test;
 #[cfg(test)]
 mod tidy;

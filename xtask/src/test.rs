@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{deploy, setup, sh};
+use crate::{deploy, setup, sh, synthetic};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -35,10 +35,13 @@ pub fn run(args: &TestArgs) -> Result<()> {
     }
     sh::step("building the workspace (gate plugins included)");
     sh::run(sh::cargo().args(["build", "--workspace", "--quiet"]))?;
+    sh::step("the synthetic qwen2 model (xtask/py/synthetic_gguf.py, converted to fp32 and q4)");
+    let synthetic = synthetic::build(&installed.python)?;
     sh::step("running the tests");
     sh::run(
         sh::cargo()
             .args(["test", "--workspace"])
+            .env("NGSD_TEST_SYNTHETIC", &synthetic.dir)
             .env("NGSD_TEST_MODEL", &installed.fp32)
             .env("NGSD_TEST_MODEL_Q4", &installed.q4)
             .env(
@@ -104,6 +107,16 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .arg(&installed.gguf)
             .arg("--reference")
             .arg(&installed.fp32),
+    )?;
+    // The qwen2 code paths (biases, untied head, qwen2 tokenizer, ChatML) on a tiny random
+    // model: converter refusals, fp32 against numpy, q4 against the GGUF, ngsd's greedy loop.
+    sh::step(
+        "checks of the synthetic qwen2 model (test_synthetic, test_export, test_fused, greedy_check)",
+    );
+    synthetic::check(
+        &installed.python,
+        &synthetic,
+        &sh::root().join("target/debug/ngsd"),
     )?;
     sh::step("deployment files (deploy/*.yaml against the Kubernetes schemas and the server)");
     deploy::check(
