@@ -42,6 +42,10 @@ pub fn run(args: &AblationArgs) -> Result<()> {
                 &args.suite,
                 "--limit",
                 &args.limit.to_string(),
+                // one request at a time: the tables' tok/s and speed.svg compare configurations
+                // by single-request speed, which a batch would mix with the others' load
+                "--batch",
+                "1",
             ])
             .arg("--out")
             .arg(&out)

@@ -304,7 +304,7 @@ pub fn run(
 ) -> Result<()> {
     let Selection { limit, only, batch } = *selection;
     if batch == 0 {
-        bail!("--batch 0: at least 1 sample must be decoded at a time (default 8)");
+        bail!("--batch 0: at least 1 sample must be decoded at a time (default 16)");
     }
     let found: Vec<String> = ngsd_gate_host::list(&dirs)
         .into_iter()

@@ -611,6 +611,22 @@ impl Model {
         self.pos_buf.clear();
         self.pos_buf.extend((past_len as i64)..(total as i64));
 
+        self.run_optimum(past, 1, n, total, positions, out)
+    }
+
+    /// One forward pass of an Optimum-style graph after `past` over what the caller put in
+    /// `ids_buf` and `pos_buf` (`[rows, n]`) and `mask_buf` (`[rows, total]`); writes what
+    /// `positions` asks of the `rows × n` positions into `out` and returns the present
+    /// key/value tensors. One sequence (`rows` 1) or a batch step (`n` 1).
+    pub(crate) fn run_optimum(
+        &mut self,
+        past: &[DynValue],
+        rows: usize,
+        n: usize,
+        total: usize,
+        positions: Positions,
+        out: &mut ForwardOut,
+    ) -> Result<Vec<DynValue>> {
         let Model {
             session,
             io,
@@ -620,8 +636,8 @@ impl Model {
             layout,
             ..
         } = self;
-        let shape_ids = [1usize, n];
-        let shape_mask = [1usize, total];
+        let shape_ids = [rows, n];
+        let shape_mask = [rows, total];
         let mut inputs: Vec<SessionInputValue<'_>> = Vec::with_capacity(io.slots.len());
         for slot in io.slots.iter() {
             let value: SessionInputValue<'_> = match slot {
@@ -629,7 +645,7 @@ impl Model {
                     .map_err(Error::run)?
                     .into(),
                 InputSlot::AttentionMask => {
-                    TensorRef::from_array_view((shape_mask, &mask_buf[..total]))
+                    TensorRef::from_array_view((shape_mask, &mask_buf[..rows * total]))
                         .map_err(Error::run)?
                         .into()
                 }
@@ -647,7 +663,7 @@ impl Model {
         }
         let mut outputs = session.run(&inputs[..]).map_err(Error::run)?;
         drop(inputs);
-        layout.copy(&outputs, n, n, positions, out)?;
+        layout.copy(&outputs, rows * n, rows * n, positions, out)?;
         io.present_names
             .iter()
             .map(|name| {

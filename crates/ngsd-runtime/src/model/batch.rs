@@ -14,11 +14,10 @@
 //! Joining and leaving copy the cache (a few MB), as every Optimum step already does when the
 //! graph concatenates past and present. Fused graphs (shared buffers) are not batched yet.
 
-use ort::value::{DynValue, Tensor, TensorRef};
+use ort::value::{DynValue, Tensor};
 
-use super::{ForwardOut, Model, OutputLayout, Positions};
+use super::{ForwardOut, Model, Positions};
 use crate::error::{Error, Result};
-use crate::graph_io::InputSlot;
 use crate::kv::{KvCache, Store};
 
 /// The caches of the sequences decoded together, and each one's mask.
@@ -270,7 +269,7 @@ impl Model {
             self.mask_buf.extend_from_slice(&r.mask);
             self.mask_buf.push(1);
         }
-        let presents = self.run_batch(&batch.past, b, total, out)?;
+        let presents = self.run_optimum(&batch.past, b, 1, total, Positions::All, out)?;
         batch.past = presents;
         batch.width = total;
         for r in &mut batch.rows {
@@ -278,59 +277,5 @@ impl Model {
             r.len += 1;
         }
         Ok(())
-    }
-
-    /// The forward pass of [`Model::step_batch`] over the buffers it filled; returns the
-    /// present key/value values.
-    fn run_batch(
-        &mut self,
-        past: &[DynValue],
-        b: usize,
-        total: usize,
-        out: &mut ForwardOut,
-    ) -> Result<Vec<DynValue>> {
-        let Model {
-            session,
-            io,
-            ids_buf,
-            mask_buf,
-            pos_buf,
-            layout,
-            ..
-        } = self;
-        let shape_ids = [b, 1usize];
-        let mut inputs: Vec<ort::session::SessionInputValue<'_>> =
-            Vec::with_capacity(io.slots.len());
-        for slot in &io.slots {
-            let value: ort::session::SessionInputValue<'_> = match slot {
-                InputSlot::InputIds => TensorRef::from_array_view((shape_ids, &ids_buf[..]))
-                    .map_err(Error::run)?
-                    .into(),
-                InputSlot::AttentionMask => TensorRef::from_array_view(([b, total], &mask_buf[..]))
-                    .map_err(Error::run)?
-                    .into(),
-                InputSlot::PositionIds => TensorRef::from_array_view((shape_ids, &pos_buf[..]))
-                    .map_err(Error::run)?
-                    .into(),
-                InputSlot::Past(j) => (&past[*j]).into(),
-                other => {
-                    return Err(Error::Run(format!(
-                        "input {other:?} belongs to a fused graph, which a batch does not drive"
-                    )));
-                }
-            };
-            inputs.push(value);
-        }
-        let mut outputs = session.run(&inputs[..]).map_err(Error::run)?;
-        drop(inputs);
-        OutputLayout::copy(layout, &outputs, b, b, Positions::All, out)?;
-        io.present_names
-            .iter()
-            .map(|name| {
-                outputs
-                    .remove(name.as_str())
-                    .ok_or_else(|| Error::Run(format!("the model did not return `{name}`")))
-            })
-            .collect()
     }
 }
