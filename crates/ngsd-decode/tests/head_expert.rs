@@ -1,5 +1,6 @@
 //! The `head` expert on the real default model: the LM-head file reproduces the model's own
-//! logits, a zero adapter is the base model, and a non-zero adapter adds exactly E·B·A·h.
+//! logits, a zero adapter is the base model, a non-zero adapter adds exactly E·B·A·h, and a
+//! fork computes the same.
 
 #![allow(
     clippy::unwrap_used,
@@ -100,4 +101,10 @@ fn the_lm_head_file_reproduces_the_logits_and_the_adapter_adds_its_delta() {
         moved > 1e-3,
         "the adapter changes the distribution ({moved})"
     );
+
+    // A fork (one per request decoded in a batch) shares the matrices: same distribution.
+    let mut twin = expert.fork(&model).unwrap().expect("a head expert forks");
+    assert_eq!(twin.describe(), expert.describe());
+    let q = twin.probs(&mut model, &hidden, &logits).unwrap();
+    assert_eq!(q, &p[..], "the fork computes what the original does");
 }
