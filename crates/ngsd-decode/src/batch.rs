@@ -6,12 +6,15 @@
 //!   stop, stop strings and cancellation;
 //! - a monitor rollback rebuilds the request's cache alone, and the request rejoins the batch.
 //!
-//! Each request in flight has a gate and an expert of its own, since both keep per-request
-//! state; an expert is handed to the next request when one finishes (its `begin` resets it).
-//! The expert runs per request: a head expert is a few matrix-vector products, a prompt
-//! expert runs its own forward passes alone, and a model expert cannot fork, so its callers
-//! decode one request at a time.
+//! Requests come from an [`Admissions`] source as slots free up: a fixed list
+//! ([`generate_batch`], what `ngsd eval` uses) or requests arriving while others run (a
+//! server). Each request in flight has a gate and an expert of its own, since both keep
+//! per-request state; an expert is handed to the next request when one finishes (its `begin`
+//! resets it). The expert runs per request: a head expert is a few matrix-vector products, a
+//! prompt expert runs its own forward passes alone, and a model expert cannot fork, so its
+//! callers decode one request at a time.
 
+use std::cell::RefCell;
 use std::time::Instant;
 
 use ngsd_gate::Gate;
@@ -23,57 +26,65 @@ use crate::error::{Error, Result};
 use crate::expert::Expert;
 use crate::run::{Next, Run};
 
-/// What one request decodes with, of its own.
-struct Lane {
-    gate: Box<dyn Gate>,
-    expert: Box<dyn Expert>,
+/// One request handed to a batch, with its gate and where its text and result go.
+pub struct Admission<'s> {
+    /// The request.
+    pub request: Request,
+    /// Its own gate instance.
+    pub gate: Box<dyn Gate>,
+    /// Its text, as [`crate::generate`]'s `on_text` receives it.
+    pub on_text: Box<dyn FnMut(&str) + 's>,
+    /// Its result, once it finished (an error of one request does not stop the others).
+    pub on_done: Box<dyn FnOnce(Result<Output>) + 's>,
 }
 
-/// A request in flight: its state and the token its batch row is fed next.
-struct Active<'a> {
-    index: usize,
+/// Where a batch gets its requests.
+pub trait Admissions<'s> {
+    /// The next request to admit, or `None` when none is waiting. `idle` says nothing is in
+    /// flight: the source may wait for a request then, and `None` while idle ends the batch.
+    fn next(&mut self, idle: bool) -> Option<Admission<'s>>;
+}
+
+/// A request in flight: its state, its gate and expert, and the token its row is fed next.
+struct Active<'a, 's> {
     run: Run<'a>,
-    lane: Lane,
+    gate: Box<dyn Gate>,
+    expert: Box<dyn Expert>,
+    on_text: Box<dyn FnMut(&str) + 's>,
+    on_done: Box<dyn FnOnce(Result<Output>) + 's>,
     started: Instant,
     next: u32,
 }
 
-/// Where each request's text and result go.
-pub struct Sinks<'s> {
-    /// Text of request `i`, as [`crate::generate`]'s `on_text` receives it.
-    pub on_text: &'s mut dyn FnMut(usize, &str),
-    /// The result of request `i` (an error of one request does not stop the others).
-    pub on_done: &'s mut dyn FnMut(usize, Result<Output>),
+/// A request's next move, decided with its expert lent to the models.
+enum Move<'a> {
+    Feed(Box<Run<'a>>, u32),
+    Finished(Box<Output>),
 }
 
-/// Runs `f` with the lane's expert in `models` (where [`Run`] looks for it) and its gate.
+/// Runs `f` with `expert` in `models` (where [`Run`] looks for it).
 fn lend<T>(
     models: &mut Models,
-    lane: &mut Lane,
-    f: impl FnOnce(&mut Models, &mut dyn Gate) -> T,
+    expert: &mut Box<dyn Expert>,
+    f: impl FnOnce(&mut Models) -> T,
 ) -> T {
-    std::mem::swap(&mut models.expert, &mut lane.expert);
-    let result = f(models, lane.gate.as_mut());
-    std::mem::swap(&mut models.expert, &mut lane.expert);
+    std::mem::swap(&mut models.expert, expert);
+    let result = f(models);
+    std::mem::swap(&mut models.expert, expert);
     result
 }
 
-/// Answers `requests` with as many in flight as there are `experts` (one per request in flight;
-/// [`Expert::fork`] makes them); `make_gate(i)` gives request `i` its gate when it is admitted.
-/// Results arrive through `sinks` as requests finish, in any order; an error of one request
-/// does not stop the others. Returns the experts, or an error when the batched forward pass
-/// itself fails.
-pub fn generate_batch(
-    requests: &[Request],
+/// Answers what `source` admits, with as many requests in flight as there are `experts` (one
+/// each; [`Expert::fork`] makes them), until the source has nothing more while the batch is
+/// empty. Returns the experts, or an error when the batched forward pass itself fails.
+pub fn decode_batches<'s>(
+    source: &mut dyn Admissions<'s>,
     models: &mut Models,
     reflection: &mut Reflection,
     cfg: &DecodeConfig,
     mut experts: Vec<Box<dyn Expert>>,
-    make_gate: &mut dyn FnMut(usize) -> Result<Box<dyn Gate>>,
-    sinks: Sinks<'_>,
 ) -> Result<Vec<Box<dyn Expert>>> {
-    let max_batch = experts.len();
-    if max_batch == 0 {
+    if experts.is_empty() {
         return Err(Error::InvalidConfig {
             name: "batch size",
             reason: "0 experts; at least 1 request must be in flight".into(),
@@ -82,39 +93,17 @@ pub fn generate_batch(
     cfg.validate()?;
     reflection.validate()?;
     let mut batch = models.base.new_batch()?;
-    let mut active: Vec<Active<'_>> = Vec::with_capacity(max_batch);
-    let mut queue = requests.iter().enumerate();
+    let mut active: Vec<Active<'_, 's>> = Vec::with_capacity(experts.len());
     let mut out = ForwardOut::default();
     loop {
-        while active.len() < max_batch {
-            let Some((index, req)) = queue.next() else {
+        while let Some(expert) = experts.pop() {
+            let Some(admission) = source.next(active.is_empty()) else {
+                experts.push(expert);
                 break;
             };
-            let gate = match make_gate(index) {
-                Ok(gate) => gate,
-                Err(e) => {
-                    (sinks.on_done)(index, Err(e));
-                    continue;
-                }
-            };
-            let expert = experts
-                .pop()
-                .expect("fewer requests in flight than experts");
-            let shared = Shared {
-                models: &mut *models,
-                batch: &mut batch,
-                on_text: &mut *sinks.on_text,
-            };
-            match admit(index, req, Lane { gate, expert }, shared, reflection, cfg) {
-                (Ok(Admitted::Decoding(a)), _) => active.push(*a),
-                (Ok(Admitted::Finished(output)), lane) => {
-                    experts.extend(lane);
-                    (sinks.on_done)(index, Ok(*output));
-                }
-                (Err(e), lane) => {
-                    experts.extend(lane);
-                    (sinks.on_done)(index, Err(e));
-                }
+            let shared = (&mut *models, &mut batch, &mut *reflection);
+            if let Some(a) = admit(admission, expert, shared, cfg, &mut experts) {
+                active.push(a);
             }
         }
         if active.is_empty() {
@@ -124,93 +113,63 @@ pub fn generate_batch(
         let t = Instant::now();
         models.base.step_batch(&mut batch, &tokens, &mut out)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        let shared = Shared {
-            models: &mut *models,
-            batch: &mut batch,
-            on_text: &mut *sinks.on_text,
-        };
-        continue_rows(
-            &mut active,
-            shared,
-            &out,
-            ms,
-            &mut *sinks.on_done,
-            &mut experts,
-        )?;
+        continue_rows(&mut active, models, &mut batch, &out, ms, &mut experts)?;
     }
 }
 
-/// What every request in flight shares: the models, the batch, the text sink.
-struct Shared<'m> {
-    models: &'m mut Models,
-    batch: &'m mut Batch,
-    on_text: &'m mut dyn FnMut(usize, &str),
-}
-
-/// How an admission ended.
-enum Admitted<'a> {
-    /// The request joined the batch.
-    Decoding(Box<Active<'a>>),
-    /// It ended before its first token was fed (cancelled, or a one-token answer).
-    Finished(Box<Output>),
-}
-
-/// A request's next move, decided with its lane lent to the models.
-enum Move<'a> {
-    Feed(Box<Run<'a>>, u32),
-    Finished(Box<Output>),
-}
-
-/// Prefills request `index` alone, reflects, lets the gate see the prompt, picks its first
-/// token and, unless it already ended, adds it to the batch. The lane's expert comes back
-/// unless the request joined the batch.
-fn admit<'a>(
-    index: usize,
-    req: &'a Request,
-    mut lane: Lane,
-    shared: Shared<'_>,
-    reflection: &mut Reflection,
+/// Prefills the admitted request alone, reflects, lets the gate see the prompt and picks its
+/// first token; it joins the batch unless it already ended (then its result goes out and
+/// `expert` back to `experts`).
+fn admit<'a, 's>(
+    a: Admission<'s>,
+    mut expert: Box<dyn Expert>,
+    (models, batch, reflection): (&mut Models, &mut Batch, &mut Reflection),
     cfg: &'a DecodeConfig,
-) -> (Result<Admitted<'a>>, Option<Box<dyn Expert>>) {
+    experts: &mut Vec<Box<dyn Expert>>,
+) -> Option<Active<'a, 's>> {
+    let Admission {
+        request,
+        mut gate,
+        mut on_text,
+        on_done,
+    } = a;
     let started = Instant::now();
-    let Shared {
-        models,
-        batch,
-        on_text,
-    } = shared;
-    let moved = lend(models, &mut lane, |models, gate| -> Result<Move<'a>> {
-        let mut run = Run::prefill(req, models, gate, reflection, cfg)?;
+    let moved = lend(models, &mut expert, |models| -> Result<Move<'a>> {
+        let mut run = Run::prefill(&request, models, gate.as_ref(), reflection, cfg)?;
         if run.cut_short() {
-            let output = run.into_output(models, gate, FinishReason::Cancelled, started);
+            let output = run.into_output(models, gate.as_ref(), FinishReason::Cancelled, started);
             return Ok(Move::Finished(Box::new(output)));
         }
         run.reflect(models, reflection)?;
-        run.observe_prompt(gate)?;
-        models.expert.begin(&req.prompt, req.raw)?;
-        let next = run.next_token(models, gate, &mut |t| on_text(index, t))?;
-        Ok(settle(run, next, models, gate, started))
-    });
-    let joined = moved.and_then(|m| match m {
-        Move::Feed(run, next) => models
-            .base
-            .join(batch, run.cache())
-            .map(|_| Move::Feed(run, next))
-            .map_err(Error::from),
-        finished => Ok(finished),
-    });
-    match joined {
-        Ok(Move::Feed(run, next)) => {
-            let active = Active {
-                index,
-                run: *run,
-                lane,
-                started,
-                next,
-            };
-            (Ok(Admitted::Decoding(Box::new(active))), None)
+        run.observe_prompt(gate.as_mut())?;
+        models.expert.begin(&request.prompt, request.raw)?;
+        let next = run.next_token(models, gate.as_mut(), &mut on_text)?;
+        let moved = settle(run, next, models, gate.as_ref(), started);
+        if let Move::Feed(run, _) = &moved {
+            models.base.join(batch, run.cache())?;
         }
-        Ok(Move::Finished(output)) => (Ok(Admitted::Finished(output)), Some(lane.expert)),
-        Err(e) => (Err(e), Some(lane.expert)),
+        Ok(moved)
+    });
+    match moved {
+        Ok(Move::Feed(run, next)) => Some(Active {
+            run: *run,
+            gate,
+            expert,
+            on_text,
+            on_done,
+            started,
+            next,
+        }),
+        Ok(Move::Finished(output)) => {
+            experts.push(expert);
+            on_done(Ok(*output));
+            None
+        }
+        Err(e) => {
+            experts.push(expert);
+            on_done(Err(e));
+            None
+        }
     }
 }
 
@@ -232,21 +191,16 @@ fn settle<'a>(
 }
 
 /// After a batched step: each request takes its row, runs its checks and picks its next
-/// token. Finished requests leave the batch; a request whose answer was rolled back rejoins
-/// it with its rebuilt cache.
-fn continue_rows<'a>(
-    active: &mut Vec<Active<'a>>,
-    shared: Shared<'_>,
+/// token. Finished requests leave the batch (their expert goes back to `experts`); a request
+/// whose answer was rolled back rejoins it with its rebuilt cache.
+fn continue_rows<'a, 's>(
+    active: &mut Vec<Active<'a, 's>>,
+    models: &mut Models,
+    batch: &mut Batch,
     out: &ForwardOut,
     ms: f64,
-    on_done: &mut dyn FnMut(usize, Result<Output>),
     experts: &mut Vec<Box<dyn Expert>>,
 ) -> Result<()> {
-    let Shared {
-        models,
-        batch,
-        on_text,
-    } = shared;
     let mut rows = std::mem::take(active)
         .into_iter()
         .enumerate()
@@ -258,12 +212,12 @@ fn continue_rows<'a>(
     for (r, mut a) in rows {
         a.run.take_batch_row(models, out, r, ms);
         let rollbacks = a.run.rollbacks();
-        let (index, started) = (a.index, a.started);
-        let moved = lend(models, &mut a.lane, |models, gate| -> Result<Move<'a>> {
+        let (gate, on_text, started) = (&mut a.gate, &mut a.on_text, a.started);
+        let moved = lend(models, &mut a.expert, |models| -> Result<Move<'a>> {
             let mut run = a.run;
-            run.after_advance(models, gate, &mut |t| on_text(index, t))?;
-            let next = run.next_token(models, gate, &mut |t| on_text(index, t))?;
-            Ok(settle(run, next, models, gate, started))
+            run.after_advance(models, gate.as_mut(), &mut *on_text)?;
+            let next = run.next_token(models, gate.as_mut(), &mut *on_text)?;
+            Ok(settle(run, next, models, gate.as_ref(), started))
         });
         match moved {
             Ok(Move::Feed(run, next)) if run.rollbacks() == rollbacks => {
@@ -283,13 +237,13 @@ fn continue_rows<'a>(
             }
             Ok(Move::Finished(output)) => {
                 models.base.leave(batch, r)?;
-                experts.push(a.lane.expert);
-                on_done(index, Ok(*output));
+                experts.push(a.expert);
+                (a.on_done)(Ok(*output));
             }
             Err(e) => {
                 models.base.leave(batch, r)?;
-                experts.push(a.lane.expert);
-                on_done(index, Err(e));
+                experts.push(a.expert);
+                (a.on_done)(Err(e));
             }
         }
     }
@@ -300,4 +254,62 @@ fn continue_rows<'a>(
     }
     *active = kept;
     Ok(())
+}
+
+/// Where each request of [`generate_batch`] sends its text and result.
+pub struct Sinks<'s> {
+    /// Text of request `i`, as [`crate::generate`]'s `on_text` receives it.
+    pub on_text: &'s mut dyn FnMut(usize, &str),
+    /// The result of request `i` (an error of one request does not stop the others).
+    pub on_done: &'s mut dyn FnMut(usize, Result<Output>),
+}
+
+/// A fixed list of requests as an admission source.
+struct ListSource<'r, 'b, 's, 'g> {
+    requests: std::iter::Enumerate<std::slice::Iter<'r, Request>>,
+    make_gate: &'g mut dyn FnMut(usize) -> Result<Box<dyn Gate>>,
+    sinks: &'b RefCell<Sinks<'s>>,
+}
+
+impl<'b> Admissions<'b> for ListSource<'_, 'b, '_, '_> {
+    fn next(&mut self, _idle: bool) -> Option<Admission<'b>> {
+        for (i, request) in self.requests.by_ref() {
+            let sinks = self.sinks;
+            match (self.make_gate)(i) {
+                Ok(gate) => {
+                    return Some(Admission {
+                        request: request.clone(),
+                        gate,
+                        on_text: Box::new(move |t| (sinks.borrow_mut().on_text)(i, t)),
+                        on_done: Box::new(move |out| (sinks.borrow_mut().on_done)(i, out)),
+                    });
+                }
+                Err(e) => (sinks.borrow_mut().on_done)(i, Err(e)),
+            }
+        }
+        None
+    }
+}
+
+/// Answers `requests` with as many in flight as there are `experts` (one per request in flight;
+/// [`Expert::fork`] makes them); `make_gate(i)` gives request `i` its gate when it is admitted.
+/// Results arrive through `sinks` as requests finish, in any order; an error of one request
+/// does not stop the others. Returns the experts, or an error when the batched forward pass
+/// itself fails.
+pub fn generate_batch(
+    requests: &[Request],
+    models: &mut Models,
+    reflection: &mut Reflection,
+    cfg: &DecodeConfig,
+    experts: Vec<Box<dyn Expert>>,
+    make_gate: &mut dyn FnMut(usize) -> Result<Box<dyn Gate>>,
+    sinks: Sinks<'_>,
+) -> Result<Vec<Box<dyn Expert>>> {
+    let sinks = RefCell::new(sinks);
+    let mut source = ListSource {
+        requests: requests.iter().enumerate(),
+        make_gate,
+        sinks: &sinks,
+    };
+    decode_batches(&mut source, models, reflection, cfg, experts)
 }

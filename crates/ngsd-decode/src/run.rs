@@ -52,7 +52,8 @@ struct StepProbs {
 
 /// One request in flight.
 pub(crate) struct Run<'a> {
-    req: &'a Request,
+    /// The request (a copy: a batch admits requests that arrive while others run).
+    req: Request,
     cfg: &'a DecodeConfig,
     prompt: EncodedPrompt,
     cache: KvCache,
@@ -97,7 +98,7 @@ impl<'a> Run<'a> {
     /// the prompt through the base model and computes the prompt features of the gate and of
     /// a probe.
     pub fn prefill(
-        req: &'a Request,
+        req: &Request,
         models: &mut Models,
         gate: &dyn Gate,
         reflection: &Reflection,
@@ -167,7 +168,7 @@ impl<'a> Run<'a> {
             .as_ref()
             .map(|p| Monitor::new(cfg.monitor_every, p.clone()));
         Ok(Run {
-            req,
+            req: req.clone(),
             cfg,
             cache,
             out,
@@ -220,7 +221,7 @@ impl<'a> Run<'a> {
         let t = Instant::now();
         let record = reflection.assess(
             models,
-            self.req,
+            &self.req,
             &self.probe_features,
             self.cfg.failure_policy,
         )?;

@@ -1,7 +1,7 @@
 //! Requests answered together (`generate_batch`) must get the answers each gets alone
 //! (`generate`): same tokens, text, streamed pieces, steering and monitor outcome, whether a
 //! request steers through the prompt expert, has its answer rolled back by the monitor, is
-//! cancelled or ends at once.
+//! cancelled or ends at once, and whether requests come as a list or arrive while others run.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,9 +11,12 @@
 mod common;
 
 use common::models;
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use ngsd_decode::{
-    Cancel, DecodeConfig, Expert, Models, Output, PromptExpert, Reflection, Request, Sinks,
-    generate, generate_batch,
+    Admission, Admissions, Cancel, DecodeConfig, Expert, Models, Output, PromptExpert, Reflection,
+    Request, Sinks, decode_batches, generate, generate_batch,
 };
 use ngsd_gate::{AnswerInput, Decision, FeatureSpec, Gate, Needs, Result, StepInput};
 use ngsd_runtime::GenerateConfig;
@@ -204,6 +207,71 @@ fn requests_answered_together_get_the_answers_they_get_alone() {
         let together = together(&mut m, &cases, max_batch);
         assert_same(&alone, &together);
     }
+}
+
+/// Hands out its requests one at a time, and only on every third call while the batch is
+/// busy: requests arrive while others are being answered, as at a server.
+struct Arrivals<'c> {
+    cases: &'c [Case],
+    next: usize,
+    calls: usize,
+    results: Rc<RefCell<Vec<Option<Answer>>>>,
+}
+
+/// An output and the pieces streamed for it.
+type Answer = (Output, Vec<String>);
+
+impl<'c> Admissions<'c> for Arrivals<'c> {
+    fn next(&mut self, idle: bool) -> Option<Admission<'c>> {
+        self.calls += 1;
+        if self.next == self.cases.len() || (!idle && !self.calls.is_multiple_of(3)) {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        let pieces = Rc::new(RefCell::new(Vec::new()));
+        let (text, done, results) = (Rc::clone(&pieces), pieces, Rc::clone(&self.results));
+        Some(Admission {
+            request: self.cases[i].request.clone(),
+            gate: Box::new(gate(&self.cases[i])),
+            on_text: Box::new(move |t| text.borrow_mut().push(t.to_string())),
+            on_done: Box::new(move |out| {
+                results.borrow_mut()[i] = Some((out.unwrap(), done.take()));
+            }),
+        })
+    }
+}
+
+#[test]
+fn requests_arriving_while_others_run_get_the_answers_they_get_alone() {
+    let mut m = models();
+    let cases = cases();
+    let alone = alone(&mut m, &cases);
+    let results = Rc::new(RefCell::new(vec![None; cases.len()]));
+    let mut source = Arrivals {
+        cases: &cases,
+        next: 0,
+        calls: 0,
+        results: Rc::clone(&results),
+    };
+    let experts: Vec<Box<dyn Expert>> = (0..4)
+        .map(|_| m.expert.fork(&m.base).unwrap().unwrap())
+        .collect();
+    let back = decode_batches(
+        &mut source,
+        &mut m,
+        &mut Reflection::Fixed(0.9),
+        &cfg(),
+        experts,
+    )
+    .unwrap();
+    assert_eq!(back.len(), 4);
+    let together: Vec<(Output, Vec<String>)> = results
+        .take()
+        .into_iter()
+        .map(|r| r.expect("every request finished"))
+        .collect();
+    assert_same(&alone, &together);
 }
 
 #[test]
