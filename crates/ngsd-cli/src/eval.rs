@@ -199,15 +199,20 @@ impl Generator for DecoderGenerator {
         Ok(gen_output(out))
     }
 
-    /// Up to `--batch` samples decoded at once; one at a time when the batch is 1 or the
-    /// configuration's expert cannot fork (a model expert).
+    /// Up to `--batch` samples decoded at once; one at a time when the batch is 1, the
+    /// configuration's expert cannot fork (a model expert) or the model is a fused (q4) graph.
     fn generate_many(
         &mut self,
         config: &ConfigSpec,
         samples: &[&Sample],
         done: &mut dyn FnMut(usize, GenResult, f64),
     ) {
-        let n = self.batch.min(samples.len());
+        // A fused (q4) graph's shared cache does not batch yet: one at a time there.
+        let n = if self.models.base.has_shared_cache() {
+            1
+        } else {
+            self.batch.min(samples.len())
+        };
         let forks = match self.prepare(config).and_then(|()| self.expert_forks(n)) {
             Ok(forks) => forks.filter(|_| n > 1),
             Err(e) => return done(0, Err(e), 0.0),
