@@ -20,23 +20,50 @@ pub struct TestArgs {
 pub fn run(args: &TestArgs) -> Result<()> {
     let installed = setup::run(&setup::SetupArgs::default())?;
     if !args.no_lint {
-        sh::step("cargo fmt --check");
-        sh::run(sh::cargo().args(["fmt", "--all", "--", "--check"]))?;
-        sh::step("cargo clippy -D warnings");
-        sh::run(sh::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--quiet",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        lint()?;
     }
     sh::step("building the workspace (gate plugins included)");
     sh::run(sh::cargo().args(["build", "--workspace", "--quiet"]))?;
     sh::step("the synthetic qwen2 model (xtask/py/synthetic_gguf.py, converted to fp32 and q4)");
     let synthetic = synthetic::build(&installed.python)?;
+    cargo_tests(args, &installed, &synthetic)?;
+    golden_gates()?;
+    python_checks(&installed)?;
+    // The qwen2 code paths (biases, untied head, qwen2 tokenizer, ChatML) on a tiny random
+    // model: converter refusals, fp32 against numpy, q4 against the GGUF, ngsd's greedy loop.
+    sh::step(
+        "checks of the synthetic qwen2 model (test_synthetic, test_export, test_fused, greedy_check)",
+    );
+    let ngsd = sh::root().join("target/debug/ngsd");
+    synthetic::check(&installed.python, &synthetic, &ngsd)?;
+    sh::step("deployment files (deploy/*.yaml against the Kubernetes schemas and the server)");
+    deploy::check(std::path::Path::new(&setup::which_python()?), &ngsd)?;
+    sh::step("all checks passed");
+    Ok(())
+}
+
+/// `cargo fmt --check` and clippy with warnings as errors.
+fn lint() -> Result<()> {
+    sh::step("cargo fmt --check");
+    sh::run(sh::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh::step("cargo clippy -D warnings");
+    sh::run(sh::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// `cargo test --workspace`, told where the installed and synthetic models are.
+fn cargo_tests(
+    args: &TestArgs,
+    installed: &setup::Installed,
+    synthetic: &synthetic::Synthetic,
+) -> Result<()> {
     sh::step("running the tests");
     sh::run(
         sh::cargo()
@@ -49,28 +76,36 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 installed.int8.as_deref().unwrap_or(&installed.fp32),
             )
             .args(&args.cargo_test_args),
-    )?;
+    )
+}
+
+/// The gate traces against the paper authors' full logs, when ../shared has them.
+fn golden_gates() -> Result<()> {
     let golden = sh::root().join("../shared/golden/gates");
-    if golden.is_dir() {
-        sh::step("gate traces against the paper authors' full logs (../shared/golden/gates)");
-        sh::run(
-            sh::cargo()
-                .args([
-                    "test",
-                    "-p",
-                    "ngsd-gate-host",
-                    "--test",
-                    "golden",
-                    "--",
-                    "--ignored",
-                ])
-                .env("NGSD_GOLDEN_DIR", &golden),
-        )?;
-    } else {
+    if !golden.is_dir() {
         eprintln!(
             "    (no ../shared/golden/gates beside the checkout: the full-log gate test is skipped)"
         );
+        return Ok(());
     }
+    sh::step("gate traces against the paper authors' full logs (../shared/golden/gates)");
+    sh::run(
+        sh::cargo()
+            .args([
+                "test",
+                "-p",
+                "ngsd-gate-host",
+                "--test",
+                "golden",
+                "--",
+                "--ignored",
+            ])
+            .env("NGSD_GOLDEN_DIR", &golden),
+    )
+}
+
+/// The export tooling's checks on the installed packages.
+fn python_checks(installed: &setup::Installed) -> Result<()> {
     sh::step("export tooling checks (Python, on the converted models)");
     // fp32: a plain float LM head, so the LM-head file is written and compared; int8: a
     // quantized head (MatMulNBits), found through its own pattern.
@@ -107,22 +142,5 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .arg(&installed.gguf)
             .arg("--reference")
             .arg(&installed.fp32),
-    )?;
-    // The qwen2 code paths (biases, untied head, qwen2 tokenizer, ChatML) on a tiny random
-    // model: converter refusals, fp32 against numpy, q4 against the GGUF, ngsd's greedy loop.
-    sh::step(
-        "checks of the synthetic qwen2 model (test_synthetic, test_export, test_fused, greedy_check)",
-    );
-    synthetic::check(
-        &installed.python,
-        &synthetic,
-        &sh::root().join("target/debug/ngsd"),
-    )?;
-    sh::step("deployment files (deploy/*.yaml against the Kubernetes schemas and the server)");
-    deploy::check(
-        std::path::Path::new(&setup::which_python()?),
-        &sh::root().join("target/debug/ngsd"),
-    )?;
-    sh::step("all checks passed");
-    Ok(())
+    )
 }
