@@ -29,6 +29,8 @@ struct DecoderGenerator {
     decode: DecodeConfig,
     /// Samples decoded at once (`--batch`).
     batch: usize,
+    /// Expert instances handed back by the last batch, by expert key, for the next one.
+    spares: HashMap<String, Vec<Box<dyn Expert>>>,
 }
 
 impl DecoderGenerator {
@@ -108,13 +110,14 @@ impl DecoderGenerator {
         })
     }
 
-    /// `n` more instances of the current expert, or `None` when it cannot fork.
+    /// `n` instances of the current expert for a batch: spares kept from the last batch of the
+    /// same expert first, then new forks; `None` when it cannot fork.
     fn expert_forks(
-        &self,
+        &mut self,
         n: usize,
     ) -> std::result::Result<Option<Vec<Box<dyn Expert>>>, BoxError> {
-        let mut forks = Vec::with_capacity(n);
-        for _ in 0..n {
+        let mut forks = self.spares.remove(&self.current_expert).unwrap_or_default();
+        while forks.len() < n {
             match self.models.expert.fork(&self.models.base)? {
                 Some(e) => forks.push(e),
                 None => return Ok(None),
@@ -134,21 +137,19 @@ impl DecoderGenerator {
     ) -> std::result::Result<(), BoxError> {
         let requests: Vec<Request> = samples.iter().map(|s| request(s)).collect();
         let params = self.trained.gate_params(&config.gate, &config.gate_config);
-        let params = ngsd_decode::features::host_context(&self.models.base).append_to(&params);
+        let params = safety::with_host_context(&params, &self.models.base);
         let (spec, dirs) = (&config.gate, &self.dirs);
         let reflection = self
             .reflections
             .get_mut(&config.name)
             .ok_or("reflection vanished")?;
         let mut make_gate = |_: usize| -> ngsd_decode::Result<Box<dyn Gate>> {
-            let gate = ngsd_gate_host::load(spec, dirs, &params).map_err(|e| {
-                ngsd_decode::Error::from(ngsd_gate::Error::Failed(format!(
-                    "loading gate `{spec}`: {e}"
-                )))
+            let gate = safety::load_gate_with_context(spec, &params, dirs).map_err(|e| {
+                ngsd_decode::Error::from(ngsd_gate::Error::Failed(format!("{e:#}")))
             })?;
-            Ok(Box::new(gate))
+            Ok(gate)
         };
-        ngsd_decode::generate_batch(
+        let spares = ngsd_decode::generate_batch(
             &requests,
             &mut self.models,
             reflection,
@@ -163,6 +164,7 @@ impl DecoderGenerator {
                 },
             },
         )?;
+        self.spares.insert(self.current_expert.clone(), spares);
         Ok(())
     }
 }
@@ -213,9 +215,15 @@ impl Generator for DecoderGenerator {
         } else {
             self.batch.min(samples.len())
         };
-        let forks = match self.prepare(config).and_then(|()| self.expert_forks(n)) {
-            Ok(forks) => forks.filter(|_| n > 1),
-            Err(e) => return done(0, Err(e), 0.0),
+        if let Err(e) = self.prepare(config) {
+            return done(0, Err(e), 0.0);
+        }
+        let forks = match n {
+            0 | 1 => None,
+            _ => match self.expert_forks(n) {
+                Ok(forks) => forks,
+                Err(e) => return done(0, Err(e), 0.0),
+            },
         };
         match forks {
             Some(experts) => {
@@ -369,6 +377,7 @@ pub fn run(
         current_expert: "prompt".into(),
         decode,
         batch,
+        spares: HashMap::new(),
     };
     let store = out.join("runs");
     let summary = ngsd_eval::run_suite(&suite, &mut generator, &store, limit, Progress::Bar)

@@ -284,8 +284,22 @@ pub fn load_gate(
     dirs: &[PathBuf],
     model: &Model,
 ) -> Result<Box<dyn Gate + Send>> {
-    let params = ngsd_decode::features::host_context(model).append_to(params);
-    let gate = ngsd_gate_host::load(spec, dirs, &params)
+    load_gate_with_context(spec, &with_host_context(params, model), dirs)
+}
+
+/// `params` with the model's host context appended, as [`load_gate`] passes them.
+pub fn with_host_context(params: &str, model: &Model) -> String {
+    ngsd_decode::features::host_context(model).append_to(params)
+}
+
+/// Loads a gate plugin whose parameters already carry the host context (for callers that
+/// load many instances while the model is in use).
+pub fn load_gate_with_context(
+    spec: &str,
+    params: &str,
+    dirs: &[PathBuf],
+) -> Result<Box<dyn Gate + Send>> {
+    let gate = ngsd_gate_host::load(spec, dirs, params)
         .with_context(|| format!("loading gate `{spec}`"))?;
     Ok(Box::new(gate))
 }

@@ -10,7 +10,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ngsd_runtime::Tokenizer;
 
@@ -28,11 +28,7 @@ fn fixture() -> PathBuf {
 }
 
 fn ngsd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ngsd"))
-        .args(args)
-        .env("NGSD_THREADS", "2")
-        .output()
-        .expect("ngsd runs")
+    ngsd_test_support::run_ngsd(env!("CARGO_BIN_EXE_ngsd"), args)
 }
 
 fn stderr(out: &Output) -> String {

@@ -7,7 +7,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -24,11 +24,7 @@ fn model_dir() -> String {
 }
 
 fn ngsd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ngsd"))
-        .args(args)
-        .env("NGSD_THREADS", "2")
-        .output()
-        .expect("ngsd runs")
+    ngsd_test_support::run_ngsd(env!("CARGO_BIN_EXE_ngsd"), args)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -50,6 +50,16 @@ pub fn model_dir_q4() -> PathBuf {
     installed("NGSD_TEST_MODEL_Q4", "q4")
 }
 
+/// Runs the `ngsd` binary `bin` (a test's `env!("CARGO_BIN_EXE_ngsd")`) with `args` on two
+/// ONNX Runtime threads and returns what it printed.
+pub fn run_ngsd(bin: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin)
+        .args(args)
+        .env("NGSD_THREADS", "2")
+        .output()
+        .expect("ngsd runs")
+}
+
 /// A folder under the system temp dir that is removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
