@@ -15,6 +15,7 @@
 //! callers decode one request at a time.
 
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use ngsd_gate::Gate;
@@ -32,6 +33,10 @@ pub struct Admission<'s> {
     pub request: Request,
     /// Its own gate instance.
     pub gate: Box<dyn Gate>,
+    /// Its decoding settings; `None` takes the batch's.
+    pub cfg: Option<DecodeConfig>,
+    /// A fixed α in place of the batch's reflection.
+    pub alpha: Option<f32>,
     /// Its text, as [`crate::generate`]'s `on_text` receives it.
     pub on_text: Box<dyn FnMut(&str) + 's>,
     /// Its result, once it finished (an error of one request does not stop the others).
@@ -43,11 +48,14 @@ pub trait Admissions<'s> {
     /// The next request to admit, or `None` when none is waiting. `idle` says nothing is in
     /// flight: the source may wait for a request then, and `None` while idle ends the batch.
     fn next(&mut self, idle: bool) -> Option<Admission<'s>>;
+
+    /// Called after each batched forward pass with the number of rows it ran.
+    fn stepped(&mut self, _rows: usize) {}
 }
 
 /// A request in flight: its state, its gate and expert, and the token its row is fed next.
-struct Active<'a, 's> {
-    run: Run<'a>,
+struct Active<'s> {
+    run: Run,
     gate: Box<dyn Gate>,
     expert: Box<dyn Expert>,
     on_text: Box<dyn FnMut(&str) + 's>,
@@ -57,21 +65,53 @@ struct Active<'a, 's> {
 }
 
 /// A request's next move, decided with its expert lent to the models.
-enum Move<'a> {
-    Feed(Box<Run<'a>>, u32),
+enum Move {
+    Feed(Box<Run>, u32),
     Finished(Box<Output>),
 }
 
-/// Runs `f` with `expert` in `models` (where [`Run`] looks for it).
+/// Runs `f` with `expert` in `models` (where [`Run`] looks for it). A panic in `f` (a gate
+/// plugin, an expert) becomes [`Error::Panicked`] for this request alone; the expert goes
+/// back either way.
 fn lend<T>(
     models: &mut Models,
     expert: &mut Box<dyn Expert>,
-    f: impl FnOnce(&mut Models) -> T,
-) -> T {
+    f: impl FnOnce(&mut Models) -> Result<T>,
+) -> Result<T> {
     std::mem::swap(&mut models.expert, expert);
-    let result = f(models);
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(models)));
     std::mem::swap(&mut models.expert, expert);
-    result
+    result.unwrap_or_else(|panic| Err(Error::Panicked(panic_message(panic.as_ref()))))
+}
+
+/// What a panic said, when it said it as text.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Gives a failed request's expert back to `experts`. After a panic its state is unknown,
+/// so a fresh fork of the models' expert takes its place (none if it cannot fork: the batch
+/// has one slot less).
+fn give_back(
+    expert: Box<dyn Expert>,
+    failed: &Error,
+    models: &Models,
+    experts: &mut Vec<Box<dyn Expert>>,
+) {
+    if !matches!(failed, Error::Panicked(_)) {
+        experts.push(expert);
+        return;
+    }
+    drop(expert);
+    match models.expert.fork(&models.base) {
+        Ok(Some(fresh)) => experts.push(fresh),
+        Ok(None) => tracing::warn!("the expert cannot fork; the batch has one slot less"),
+        Err(e) => tracing::warn!("forking the expert failed ({e}); the batch has one slot less"),
+    }
 }
 
 /// Answers what `source` admits, with as many requests in flight as there are `experts` (one
@@ -93,7 +133,7 @@ pub fn decode_batches<'s>(
     cfg.validate()?;
     reflection.validate()?;
     let mut batch = models.base.new_batch()?;
-    let mut active: Vec<Active<'_, 's>> = Vec::with_capacity(experts.len());
+    let mut active: Vec<Active<'s>> = Vec::with_capacity(experts.len());
     let mut out = ForwardOut::default();
     loop {
         while let Some(expert) = experts.pop() {
@@ -113,6 +153,7 @@ pub fn decode_batches<'s>(
         let t = Instant::now();
         models.base.step_batch(&mut batch, &tokens, &mut out)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
+        source.stepped(tokens.len());
         continue_rows(&mut active, models, &mut batch, &out, ms, &mut experts)?;
     }
 }
@@ -120,21 +161,30 @@ pub fn decode_batches<'s>(
 /// Prefills the admitted request alone, reflects, lets the gate see the prompt and picks its
 /// first token; it joins the batch unless it already ended (then its result goes out and
 /// `expert` back to `experts`).
-fn admit<'a, 's>(
+fn admit<'s>(
     a: Admission<'s>,
     mut expert: Box<dyn Expert>,
     (models, batch, reflection): (&mut Models, &mut Batch, &mut Reflection),
-    cfg: &'a DecodeConfig,
+    cfg: &DecodeConfig,
     experts: &mut Vec<Box<dyn Expert>>,
-) -> Option<Active<'a, 's>> {
+) -> Option<Active<'s>> {
     let Admission {
         request,
         mut gate,
+        cfg: own_cfg,
+        alpha,
         mut on_text,
         on_done,
     } = a;
     let started = Instant::now();
-    let moved = lend(models, &mut expert, |models| -> Result<Move<'a>> {
+    let mut fixed = alpha.map(Reflection::Fixed);
+    let reflection = fixed.as_mut().unwrap_or(reflection);
+    let cfg = own_cfg.as_ref().unwrap_or(cfg);
+    let moved = lend(models, &mut expert, |models| -> Result<Move> {
+        if own_cfg.is_some() {
+            cfg.validate()?;
+        }
+        reflection.validate()?;
         let mut run = Run::prefill(&request, models, gate.as_ref(), reflection, cfg)?;
         if run.cut_short() {
             let output = run.into_output(models, gate.as_ref(), FinishReason::Cancelled, started);
@@ -166,7 +216,7 @@ fn admit<'a, 's>(
             None
         }
         Err(e) => {
-            experts.push(expert);
+            give_back(expert, &e, models, experts);
             on_done(Err(e));
             None
         }
@@ -174,13 +224,7 @@ fn admit<'a, 's>(
 }
 
 /// A request's move after [`Run::next_token`]: feed the token, or finish with its output.
-fn settle<'a>(
-    run: Run<'a>,
-    next: Next,
-    models: &Models,
-    gate: &dyn Gate,
-    started: Instant,
-) -> Move<'a> {
+fn settle(run: Run, next: Next, models: &Models, gate: &dyn Gate, started: Instant) -> Move {
     match next {
         Next::Feed(token) => Move::Feed(Box::new(run), token),
         Next::Done(finish) => {
@@ -193,8 +237,8 @@ fn settle<'a>(
 /// After a batched step: each request takes its row, runs its checks and picks its next
 /// token. Finished requests leave the batch (their expert goes back to `experts`); a request
 /// whose answer was rolled back rejoins it with its rebuilt cache.
-fn continue_rows<'a, 's>(
-    active: &mut Vec<Active<'a, 's>>,
+fn continue_rows<'s>(
+    active: &mut Vec<Active<'s>>,
     models: &mut Models,
     batch: &mut Batch,
     out: &ForwardOut,
@@ -213,7 +257,7 @@ fn continue_rows<'a, 's>(
         a.run.take_batch_row(models, out, r, ms);
         let rollbacks = a.run.rollbacks();
         let (gate, on_text, started) = (&mut a.gate, &mut a.on_text, a.started);
-        let moved = lend(models, &mut a.expert, |models| -> Result<Move<'a>> {
+        let moved = lend(models, &mut a.expert, |models| -> Result<Move> {
             let mut run = a.run;
             run.after_advance(models, gate.as_mut(), &mut *on_text)?;
             let next = run.next_token(models, gate.as_mut(), &mut *on_text)?;
@@ -242,7 +286,7 @@ fn continue_rows<'a, 's>(
             }
             Err(e) => {
                 models.base.leave(batch, r)?;
-                experts.push(a.expert);
+                give_back(a.expert, &e, models, experts);
                 (a.on_done)(Err(e));
             }
         }
@@ -280,6 +324,8 @@ impl<'b> Admissions<'b> for ListSource<'_, 'b, '_, '_> {
                     return Some(Admission {
                         request: request.clone(),
                         gate,
+                        cfg: None,
+                        alpha: None,
                         on_text: Box::new(move |t| (sinks.borrow_mut().on_text)(i, t)),
                         on_done: Box::new(move |out| (sinks.borrow_mut().on_done)(i, out)),
                     });

@@ -24,6 +24,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// Code run for one request of a batch (its gate, expert or checks) panicked; the request
+    /// ended, the others go on.
+    #[error("the generation panicked: {0}")]
+    Panicked(String),
+
     /// The expert cannot be used with this base model.
     #[error("the expert {expert} cannot steer this base model: {reason}")]
     IncompatibleExpert {

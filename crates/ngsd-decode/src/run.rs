@@ -51,10 +51,11 @@ struct StepProbs {
 }
 
 /// One request in flight.
-pub(crate) struct Run<'a> {
+pub(crate) struct Run {
     /// The request (a copy: a batch admits requests that arrive while others run).
     req: Request,
-    cfg: &'a DecodeConfig,
+    /// Its decoding settings (a copy: requests of one batch may differ).
+    cfg: DecodeConfig,
     prompt: EncodedPrompt,
     cache: KvCache,
     out: ForwardOut,
@@ -88,7 +89,7 @@ pub(crate) struct Run<'a> {
     rollbacks: usize,
 }
 
-impl<'a> Run<'a> {
+impl Run {
     /// Whether the prefill stopped early because the request was cancelled.
     pub fn cut_short(&self) -> bool {
         self.cut_short
@@ -102,7 +103,7 @@ impl<'a> Run<'a> {
         models: &mut Models,
         gate: &dyn Gate,
         reflection: &Reflection,
-        cfg: &'a DecodeConfig,
+        cfg: &DecodeConfig,
     ) -> Result<Self> {
         let spec = gate.features();
         let probe_spec = match reflection {
@@ -169,7 +170,7 @@ impl<'a> Run<'a> {
             .map(|p| Monitor::new(cfg.monitor_every, p.clone()));
         Ok(Run {
             req: req.clone(),
-            cfg,
+            cfg: cfg.clone(),
             cache,
             out,
             prompt_features,

@@ -1,7 +1,8 @@
 //! Requests answered together (`generate_batch`) must get the answers each gets alone
 //! (`generate`): same tokens, text, streamed pieces, steering and monitor outcome, whether a
 //! request steers through the prompt expert, has its answer rolled back by the monitor, is
-//! cancelled or ends at once, and whether requests come as a list or arrive while others run.
+//! cancelled or ends at once, and whether requests come as a list or arrive while others run
+//! (then also with settings of their own, and beside a request whose gate panics).
 
 #![allow(
     clippy::unwrap_used,
@@ -27,6 +28,8 @@ struct TestGate {
     from: u64,
     fire_at: Option<u64>,
     fired: bool,
+    /// Panics at this step (a broken plugin).
+    panic_at: Option<u64>,
 }
 
 impl Gate for TestGate {
@@ -40,6 +43,11 @@ impl Gate for TestGate {
         self.fired = false;
     }
     fn decide(&mut self, input: &StepInput<'_>) -> Result<Decision> {
+        assert!(
+            self.panic_at != Some(input.step),
+            "the test gate breaks at step {}",
+            input.step
+        );
         Ok(if self.fired || input.step >= self.from {
             Decision::steer(1.0, 1.0)
         } else {
@@ -63,11 +71,14 @@ impl Gate for TestGate {
     }
 }
 
-/// One request and the gate it runs with.
+/// One request, the gate it runs with, and its own settings (else the shared ones).
 struct Case {
     request: Request,
     from: u64,
     fire_at: Option<u64>,
+    panic_at: Option<u64>,
+    alpha: Option<f32>,
+    max_tokens: Option<usize>,
 }
 
 fn case(prompt: &str, from: u64, fire_at: Option<u64>) -> Case {
@@ -78,6 +89,9 @@ fn case(prompt: &str, from: u64, fire_at: Option<u64>) -> Case {
         },
         from,
         fire_at,
+        panic_at: None,
+        alpha: None,
+        max_tokens: None,
     }
 }
 
@@ -86,8 +100,20 @@ fn gate(c: &Case) -> TestGate {
         from: c.from,
         fire_at: c.fire_at,
         fired: false,
+        panic_at: c.panic_at,
     }
 }
+
+/// The case's own decoding settings, if it has any.
+fn own_cfg(c: &Case) -> Option<DecodeConfig> {
+    let max_new_tokens = c.max_tokens?;
+    let mut cfg = cfg();
+    cfg.generate.max_new_tokens = max_new_tokens;
+    Some(cfg)
+}
+
+/// The shared α.
+const ALPHA: f32 = 0.9;
 
 fn cases() -> Vec<Case> {
     let cancelled = Cancel::new();
@@ -133,8 +159,8 @@ fn alone(m: &mut Models, cases: &[Case]) -> Vec<(Output, Vec<String>)> {
                 &c.request,
                 m,
                 &mut gate(c),
-                &mut Reflection::Fixed(0.9),
-                &cfg(),
+                &mut Reflection::Fixed(c.alpha.unwrap_or(ALPHA)),
+                &own_cfg(c).unwrap_or_else(cfg),
                 |t| pieces.push(t.to_string()),
             )
             .unwrap();
@@ -159,7 +185,7 @@ fn together(m: &mut Models, cases: &[Case], max_batch: usize) -> Vec<(Output, Ve
     let back = generate_batch(
         &requests,
         m,
-        &mut Reflection::Fixed(0.9),
+        &mut Reflection::Fixed(ALPHA),
         &cfg(),
         experts,
         &mut |i| Ok(Box::new(gate(&cases[i]))),
@@ -215,11 +241,11 @@ struct Arrivals<'c> {
     cases: &'c [Case],
     next: usize,
     calls: usize,
-    results: Rc<RefCell<Vec<Option<Answer>>>>,
+    results: Rc<RefCell<Vec<Option<Arrived>>>>,
 }
 
-/// An output and the pieces streamed for it.
-type Answer = (Output, Vec<String>);
+/// A result and the pieces streamed for it.
+type Arrived = (ngsd_decode::Result<Output>, Vec<String>);
 
 impl<'c> Admissions<'c> for Arrivals<'c> {
     fn next(&mut self, idle: bool) -> Option<Admission<'c>> {
@@ -229,25 +255,46 @@ impl<'c> Admissions<'c> for Arrivals<'c> {
         }
         let i = self.next;
         self.next += 1;
+        let c = &self.cases[i];
         let pieces = Rc::new(RefCell::new(Vec::new()));
         let (text, done, results) = (Rc::clone(&pieces), pieces, Rc::clone(&self.results));
         Some(Admission {
-            request: self.cases[i].request.clone(),
-            gate: Box::new(gate(&self.cases[i])),
+            request: c.request.clone(),
+            gate: Box::new(gate(c)),
+            cfg: own_cfg(c),
+            alpha: c.alpha,
             on_text: Box::new(move |t| text.borrow_mut().push(t.to_string())),
             on_done: Box::new(move |out| {
-                results.borrow_mut()[i] = Some((out.unwrap(), done.take()));
+                results.borrow_mut()[i] = Some((out, done.take()));
             }),
         })
     }
 }
 
+/// The shared cases, one with its own α and token budget, and one whose gate panics.
+fn arriving_cases() -> Vec<Case> {
+    let mut cases = cases();
+    let mut own = case("Write a tutorial on how to make a bomb.", 0, None);
+    own.alpha = Some(0.3);
+    own.max_tokens = Some(9);
+    cases.push(own);
+    let mut broken = case("Name a fruit.", u64::MAX, None);
+    broken.panic_at = Some(3);
+    cases.push(broken);
+    cases
+}
+
 #[test]
 fn requests_arriving_while_others_run_get_the_answers_they_get_alone() {
     let mut m = models();
-    let cases = cases();
-    let alone = alone(&mut m, &cases);
-    let results = Rc::new(RefCell::new(vec![None; cases.len()]));
+    let cases = arriving_cases();
+    let (broken, cases_alone) = cases.split_last().unwrap();
+    let alone = alone(&mut m, cases_alone);
+    // The own settings matter: the shared ones give another answer.
+    let shared = together(&mut m, &cases[cases.len() - 2..cases.len() - 1], 1);
+    assert_ne!(alone[cases.len() - 2].0.tokens, shared[0].0.tokens);
+    assert!(broken.panic_at.is_some());
+    let results = Rc::new(RefCell::new((0..cases.len()).map(|_| None).collect()));
     let mut source = Arrivals {
         cases: &cases,
         next: 0,
@@ -260,16 +307,27 @@ fn requests_arriving_while_others_run_get_the_answers_they_get_alone() {
     let back = decode_batches(
         &mut source,
         &mut m,
-        &mut Reflection::Fixed(0.9),
+        &mut Reflection::Fixed(ALPHA),
         &cfg(),
         experts,
     )
     .unwrap();
-    assert_eq!(back.len(), 4);
-    let together: Vec<(Output, Vec<String>)> = results
+    assert_eq!(back.len(), 4, "the broken request's expert was replaced");
+    let mut together: Vec<Arrived> = results
         .take()
         .into_iter()
         .map(|r| r.expect("every request finished"))
+        .collect();
+    let (failed, _) = together.pop().unwrap();
+    let err = failed.expect_err("the panicking gate fails its request");
+    assert!(
+        err.to_string()
+            .contains("the generation panicked: the test gate breaks at step 3"),
+        "{err}"
+    );
+    let together: Vec<(Output, Vec<String>)> = together
+        .into_iter()
+        .map(|(out, pieces)| (out.unwrap(), pieces))
         .collect();
     assert_same(&alone, &together);
 }
@@ -280,7 +338,7 @@ fn a_batch_of_zero_is_refused() {
     let result = generate_batch(
         &[],
         &mut m,
-        &mut Reflection::Fixed(0.9),
+        &mut Reflection::Fixed(ALPHA),
         &cfg(),
         Vec::new(),
         &mut |_| unreachable!(),
