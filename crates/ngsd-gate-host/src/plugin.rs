@@ -235,6 +235,8 @@ impl Plugin {
         let mut loaded = LoadedGate {
             state,
             fns: self.fns,
+            plugin: self.clone(),
+            params: params.to_string(),
             name: gate,
             needs: Needs::NONE,
             features: FeatureSpec::default(),
@@ -269,6 +271,9 @@ impl Plugin {
 pub struct LoadedGate {
     state: NonNull<GateState>,
     fns: Fns,
+    /// The plugin and parameters it was made from, for [`Gate::fork`].
+    plugin: Plugin,
+    params: String,
     name: String,
     needs: Needs,
     features: FeatureSpec,
@@ -363,6 +368,15 @@ impl Gate for LoadedGate {
         // SAFETY: live state; `raw` borrows `input`'s slice for the call; `out` is writable.
         let status = unsafe { check(self.state.as_ptr(), &raw, &mut out) };
         self.checked(status, out)
+    }
+
+    /// A new instance from the same plugin and parameters (the plugin's `create` again).
+    fn fork(&self) -> ngsd_gate::Result<Option<Box<dyn Gate>>> {
+        let twin = self
+            .plugin
+            .create(&self.params)
+            .map_err(|e| ngsd_gate::Error::Failed(e.to_string()))?;
+        Ok(Some(Box::new(twin)))
     }
 }
 

@@ -231,6 +231,41 @@ fn sigmoid_refuses_weights_for_another_model() {
 }
 
 #[test]
+fn a_fork_has_the_same_configuration_and_its_own_state() {
+    let w = sigmoid_weights("fork", &[("hidden_size", "576")]);
+    let ctx = HostContext {
+        hidden_size: Some(H),
+        model_sha256: None,
+    };
+    let mut g = common::gate(
+        "sigmoid",
+        &ctx.append_to(&format!("weights = \"{}\"", w.display())),
+    );
+    let mut twin = g.fork().unwrap().expect("a plugin gate forks");
+    assert_eq!(twin.name(), "sigmoid");
+    assert_eq!(twin.needs(), g.needs());
+    assert_eq!(twin.features(), g.features());
+    // Each decides on its own prompt: the twin shares the weights, not the decision.
+    for (gate, z) in [(&mut g as &mut dyn Gate, 2.0), (&mut *twin, -2.0)] {
+        gate.reset();
+        gate.observe_prompt(&PromptInput {
+            hidden: &hidden(z),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let held = step(&mut g, 0, &hidden(0.0));
+    let input = StepInput {
+        step: 0,
+        hidden: &hidden(0.0),
+        ..Default::default()
+    };
+    let forked = twin.decide(&input).unwrap();
+    assert_eq!((held.strength, forked.strength), (1.0, 0.0));
+    assert!((forked.value - sigmoid(-2.0)).abs() < 1e-5, "{forked:?}");
+}
+
+#[test]
 fn always_and_never() {
     let mut always = common::gate("always", "first-m = 2");
     let mut never = common::gate("never", "");

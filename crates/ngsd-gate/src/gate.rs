@@ -247,6 +247,13 @@ pub trait Gate {
         let _ = input;
         Ok(Decision::pass(f32::NAN))
     }
+
+    /// Another instance with the same configuration and fresh state, for a request answered
+    /// at the same time as this gate's (a server's batch). `None` when the gate cannot make
+    /// one; the host then answers one request at a time. The default: `None`.
+    fn fork(&self) -> Result<Option<Box<dyn Gate>>> {
+        Ok(None)
+    }
 }
 
 impl<G: Gate + ?Sized> Gate for Box<G> {
@@ -270,6 +277,9 @@ impl<G: Gate + ?Sized> Gate for Box<G> {
     }
     fn check_answer(&mut self, input: &AnswerInput<'_>) -> Result<Decision> {
         (**self).check_answer(input)
+    }
+    fn fork(&self) -> Result<Option<Box<dyn Gate>>> {
+        (**self).fork()
     }
 }
 
