@@ -25,10 +25,17 @@ pub struct ServeArgs {
     /// in use is printed on stdout once the server is ready.
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<String>,
-    /// Generations that run at once, each with its own ONNX Runtime session (memory grows
-    /// with each) [default: 1].
+    /// Generations that run at once [default: 16]. They share engines (ONNX Runtime
+    /// sessions) of up to `--batch` each: one engine's requests run one forward pass per
+    /// token together.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Most generations one engine answers together [default: 16]. An engine that cannot
+    /// batch (a fused q4 package, a `model:` expert, an in-process gate) answers one at a
+    /// time: give it `--batch 1` to run `--workers` engines side by side (memory grows with
+    /// each).
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
     /// Requests that may wait for a worker; one more is answered 429 [default: 16].
     #[arg(long, value_name = "N")]
     queue: Option<usize>,
@@ -79,10 +86,10 @@ pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
             config.addr
         );
     }
-    // Each worker runs its own session: share the cores between them unless told otherwise.
-    if raw.threads.is_none() && config.workers > 1 {
+    // Each engine runs its own session: share the cores between them unless told otherwise.
+    if raw.threads.is_none() && config.engines() > 1 {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        model_settings.options.intra_threads = (cores / config.workers).max(1);
+        model_settings.options.intra_threads = (cores / config.engines()).max(1);
     }
     let gate_names = gate_names(&safety, &raw)?;
     let factory = move |worker: usize| -> std::result::Result<
@@ -94,9 +101,9 @@ pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
             .map_err(|e| format!("{e:#}"))?;
         Ok(engine)
     };
+    let engines = config.engines();
     eprintln!(
-        "ngsd: loading {} worker(s) with model {} …",
-        config.workers,
+        "ngsd: loading {engines} engine(s) with model {} …",
         package.dir.display()
     );
     let workers = config.workers;
@@ -106,7 +113,7 @@ pub fn run(args: ServeArgs, mut raw: RawConfig) -> Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "ngsd: listening on http://{bound} (model `{model_id}`, {workers} worker(s){}); Ctrl-C or SIGTERM stops after in-flight requests",
+            "ngsd: listening on http://{bound} (model `{model_id}`, up to {workers} generations at once in {engines} engine(s){}); Ctrl-C or SIGTERM stops after in-flight requests",
             if key { ", API key required" } else { "" }
         );
         let _ = out.flush();
@@ -128,7 +135,7 @@ fn apply_serve_flags(args: &ServeArgs, raw: &mut RawConfig) {
             }
         )*};
     }
-    flag!(workers => serve_workers, queue => serve_queue, timeout_s => serve_timeout_s,
+    flag!(workers => serve_workers, batch => serve_batch, queue => serve_queue, timeout_s => serve_timeout_s,
         gate => gate, expert => expert, reflection => reflection);
     if !args.allow_gates.is_empty() {
         raw.serve_gates = Some(args.allow_gates.clone());
@@ -156,6 +163,7 @@ fn server_config(
     config.addr = addr;
     config.api_key = raw.serve_api_key.clone();
     config.workers = raw.serve_workers.unwrap_or(config.workers);
+    config.batch = raw.serve_batch.unwrap_or(config.batch);
     config.queue = raw.serve_queue.unwrap_or(config.queue);
     if let Some(t) = raw.serve_timeout_s {
         config.timeout = Duration::from_secs(t);

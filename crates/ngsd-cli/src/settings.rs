@@ -27,7 +27,8 @@
 //! - `serve-addr` [`127.0.0.1:8080`], `serve-model-id` [the manifest's name]
 //! - `serve-api-key` [none]: clients must send `Authorization: Bearer <key>` (set it through
 //!   `NGSD_SERVE_API_KEY` or the config file, not on the command line)
-//! - `serve-workers` [1]: generations at once, each with its own session; `serve-queue` [16]
+//! - `serve-workers` [16]: generations at once; `serve-batch` [16]: most of them one engine
+//!   (one session) answers together, one forward pass per token; `serve-queue` [16]
 //! - `serve-timeout-s` [120], `serve-max-body-bytes` [1048576], `serve-max-tokens` [1024]
 //! - `serve-gates` [none]: gates clients may pick per request besides the default
 //! - `serve-allow-alpha` [false]: let requests set α / turn reflection off
@@ -95,6 +96,7 @@ pub struct RawConfig {
     pub serve_model_id: Option<String>,
     pub serve_api_key: Option<String>,
     pub serve_workers: Option<usize>,
+    pub serve_batch: Option<usize>,
     pub serve_queue: Option<usize>,
     pub serve_timeout_s: Option<u64>,
     pub serve_max_body_bytes: Option<usize>,
@@ -145,7 +147,7 @@ impl RawConfig {
                  temperature, top-k, top-p, seed, system, stop, gate-dirs, gate, gate-config, expert, \
                  expert-system, alpha, reflection, reflection-budget, reflection-timeout-ms, probe, \
                  probe-config, failure-policy, divergence, top-k-merge, early-stop, serve-addr, \
-                 serve-model-id, serve-api-key, serve-workers, serve-queue, serve-timeout-s, \
+                 serve-model-id, serve-api-key, serve-workers, serve-batch, serve-queue, serve-timeout-s, \
                  serve-max-body-bytes, serve-max-tokens, serve-gates, serve-allow-alpha, serve-allow-trace"
             )
         })?;

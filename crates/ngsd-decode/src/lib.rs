@@ -24,7 +24,7 @@ mod stop;
 pub mod trace;
 
 pub use assess::Reflection;
-pub use batch::{Admission, Admissions, Sinks, decode_batches, generate_batch};
+pub use batch::{Admission, Admissions, Sinks, decode_batches, generate_batch, panic_message};
 pub use cancel::Cancel;
 pub use decoder::{DecodeConfig, Models, Output, Request, generate};
 pub use error::{Error, Result};

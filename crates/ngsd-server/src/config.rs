@@ -16,8 +16,12 @@ pub struct ServerConfig {
     pub model_id: String,
     /// When set, `/v1/*` and `/metrics` need `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
-    /// Generations that run at once; each worker owns its own ONNX Runtime session.
+    /// Generations that run at once (`serve-workers`).
     pub workers: usize,
+    /// Most generations one engine (one ONNX Runtime session) answers together, one forward
+    /// pass per token for all (`serve-batch`); the server starts as many engines as
+    /// `workers` needs. An engine that cannot batch answers one at a time.
+    pub batch: usize,
     /// Requests that may wait for a worker; one more gets 429.
     pub queue: usize,
     /// Longest a request may take, queueing included.
@@ -43,13 +47,24 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Engines (ONNX Runtime sessions, one worker thread each) to start.
+    pub fn engines(&self) -> usize {
+        self.workers.div_ceil(self.batch.max(1))
+    }
+
+    /// Generations each engine answers at once: `workers` shared evenly.
+    pub fn slots_per_engine(&self) -> usize {
+        self.workers.div_ceil(self.engines().max(1))
+    }
+
     /// A configuration with the documented defaults for `model_id`.
     pub fn new(model_id: impl Into<String>) -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             model_id: model_id.into(),
             api_key: None,
-            workers: 1,
+            workers: 16,
+            batch: 16,
             queue: 16,
             timeout: Duration::from_secs(120),
             max_body_bytes: 1 << 20,
@@ -73,6 +88,12 @@ impl ServerConfig {
         };
         if self.workers == 0 {
             return bad("serve-workers", "0; at least one worker must generate");
+        }
+        if self.batch == 0 {
+            return bad(
+                "serve-batch",
+                "0; an engine answers at least one request at a time",
+            );
         }
         if self.max_tokens == 0 {
             return bad("serve-max-tokens", "0; requests need at least 1 token");
@@ -154,10 +175,29 @@ mod tests {
     }
 
     #[test]
+    fn workers_are_shared_evenly_between_engines() {
+        for (workers, batch, engines, slots) in [
+            (16, 16, 1, 16),
+            (1, 16, 1, 1),
+            (20, 16, 2, 10),
+            (3, 1, 3, 1),
+            (32, 8, 4, 8),
+        ] {
+            let mut c = ServerConfig::new("m");
+            (c.workers, c.batch) = (workers, batch);
+            assert_eq!((c.engines(), c.slots_per_engine()), (engines, slots));
+        }
+    }
+
+    #[test]
     fn bad_settings_name_the_key() {
         check(
             |c| c.workers = 0,
             "invalid serve-workers: 0; at least one worker must generate",
+        );
+        check(
+            |c| c.batch = 0,
+            "invalid serve-batch: 0; an engine answers at least one request at a time",
         );
         check(
             |c| c.default_max_tokens = 2000,

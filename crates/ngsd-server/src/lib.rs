@@ -4,13 +4,15 @@
 //!   counts, finish reasons and an `ngsd` extension field (safety summary, optional trace);
 //!   `GET /v1/models`, `GET /healthz`, `GET /metrics` (Prometheus text).
 //! - Guarded streaming: a piece of text is sent only after the gate has decided on its tokens.
-//! - A pool of workers, each owning its own engine (ONNX Runtime session, gates, expert); a
+//! - A pool of workers, each owning its own engine (ONNX Runtime session, gates, expert) that
+//!   answers up to `serve-batch` requests at once, one forward pass per token for all; a
 //!   bounded queue in front answers 429 with `Retry-After` when full; a deadline per request;
 //!   a client that disconnects cancels its generation; SIGTERM / Ctrl-C drain in-flight
 //!   requests before exiting.
 //! - Model and plugin paths come only from the server's configuration (the factory the caller
 //!   passes); a request can only choose among the gates the configuration loaded.
 
+mod batching;
 mod config;
 mod error;
 mod http;
@@ -59,11 +61,15 @@ pub fn run_until(
         .map_err(Error::Start)?;
     let metrics = Arc::new(Metrics::new(config.workers));
     let pool = Arc::new(pool::Pool::start(
-        config.workers,
+        (config.engines(), config.slots_per_engine()),
         config.queue,
         factory,
         Arc::clone(&metrics),
     )?);
+    // Engines that cannot batch run fewer generations at once than serve-workers asked for.
+    let mut config = config;
+    config.workers = pool.slots;
+    metrics.set_workers(pool.slots);
     let limits = openai::Limits {
         config: config.clone(),
         gates: pool.gates.clone(),

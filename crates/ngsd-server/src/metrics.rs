@@ -18,6 +18,7 @@ const LATENCY_BOUNDS: [f64; 12] = [
 ];
 const TTFT_BOUNDS: [f64; 10] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const RISK_BOUNDS: [f64; 10] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+const BATCH_BOUNDS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// The label of requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -89,6 +90,8 @@ pub struct Metrics {
     latency: Histograms,
     ttft: Histograms,
     risk: Histogram,
+    batch_rows: Histogram,
+    workers: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -118,6 +121,8 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram),
             ttft: Family::new_with_constructor(ttft_histogram),
             risk: Histogram::new(RISK_BOUNDS),
+            batch_rows: Histogram::new(BATCH_BOUNDS),
+            workers: Gauge::default(),
         };
         m.register(workers)
     }
@@ -180,12 +185,16 @@ impl Metrics {
             "Generations running now",
             self.running.clone(),
         );
-        let workers_gauge = Gauge::<i64>::default();
-        workers_gauge.set(i64::try_from(workers).unwrap_or(i64::MAX));
+        self.workers.set(i64::try_from(workers).unwrap_or(i64::MAX));
         r.register(
             "workers",
-            "Workers (generations that can run at once)",
-            workers_gauge,
+            "Generations that can run at once (serve-workers, fewer where an engine cannot batch)",
+            self.workers.clone(),
+        );
+        r.register(
+            "batch_rows",
+            "Requests answered by each batched forward pass of the base model",
+            self.batch_rows.clone(),
         );
         r.register(
             "request_duration_seconds",
@@ -223,6 +232,16 @@ impl Metrics {
     /// A job entered (+1) or left (-1) the queue.
     pub fn queued(&self, delta: i64) {
         self.queued.inc_by(delta);
+    }
+
+    /// Generations that can run at once, as the engines turned out.
+    pub fn set_workers(&self, n: usize) {
+        self.workers.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A batched forward pass ran `rows` requests.
+    pub fn batch_rows(&self, rows: usize) {
+        self.batch_rows.observe(rows as f64);
     }
 
     /// A worker started (+1) or finished (-1) a generation.

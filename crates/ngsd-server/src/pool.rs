@@ -1,20 +1,24 @@
-//! The worker pool: N OS threads, each owning one [`Engine`] (its own ONNX Runtime session,
-//! gates and expert), pulling jobs from one queue. Admission is bounded by a semaphore of
-//! `workers + queue` permits; a request that gets none is answered 429 by the caller.
+//! The worker pool: a few OS threads, each owning one [`Engine`] (its own ONNX Runtime session,
+//! gates and expert), pulling jobs from one queue. An engine that can batch (see
+//! [`crate::batching`]) answers up to its share of `serve-workers` requests at once in one
+//! forward pass per token; one that cannot answers one at a time. Admission is bounded by a
+//! semaphore of `slots + queue` permits; a request that gets none is answered 429 by the
+//! caller.
 //!
-//! A generation that panics leaves its engine in an unknown state (half-written KV caches,
-//! gate state), so the worker drops that engine and builds a new one before its next job.
+//! A generation that panics outside a request's own code leaves its engine in an unknown state
+//! (half-written KV caches, gate state), so the worker drops that engine and builds a new one
+//! before its next job.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use ngsd_decode::{Cancel, Output, Reflection, Request};
+use ngsd_decode::{Cancel, DecodeConfig, Expert, Output, Reflection, Request};
 use ngsd_gate::{Gate, Needs};
 
 use crate::config::{Engine, EngineFactory};
@@ -94,6 +98,8 @@ pub struct Pool {
     pub default_gate: String,
     /// The engines' reflection mode.
     pub reflection: &'static str,
+    /// Generations that run at once, all engines together.
+    pub slots: usize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -108,13 +114,23 @@ struct Ready {
     gates: Vec<String>,
     default_gate: String,
     reflection: &'static str,
+    /// Generations this engine runs at once.
+    slots: usize,
 }
 
-/// An engine as a worker holds it: gates under the names clients use, and the expert's
-/// public label.
-struct Loaded {
-    engine: Engine,
-    expert_label: String,
+/// An engine as a worker holds it: gates under the names clients use, the expert's public
+/// label, and the expert forks of a batch (empty: the engine answers one request at a time).
+pub(crate) struct Loaded {
+    pub(crate) engine: Engine,
+    pub(crate) expert_label: String,
+    pub(crate) experts: Vec<Box<dyn Expert>>,
+}
+
+impl Loaded {
+    /// Generations this engine runs at once.
+    fn slots(&self) -> usize {
+        self.experts.len().max(1)
+    }
 }
 
 /// The name clients use for a gate: its configured name, or, when it was configured by
@@ -139,8 +155,9 @@ fn public_expert_label(describe: &str) -> String {
 
 /// Builds worker `i`'s engine and checks that it can serve: a gate or probe that reads the
 /// hidden state needs a model that exports it (a server misconfiguration, refused here
-/// rather than answered to clients).
-fn load(factory: &EngineFactory, i: usize) -> Result<Loaded, Error> {
+/// rather than answered to clients). With `slots` above 1 it also makes the expert forks of
+/// a batch, if the engine can batch.
+fn load(factory: &EngineFactory, i: usize, slots: usize) -> Result<Loaded, Error> {
     let mut engine = factory(i).map_err(|e| {
         let mut reason = e.to_string();
         let mut src = e.source();
@@ -186,17 +203,36 @@ fn load(factory: &EngineFactory, i: usize) -> Result<Loaded, Error> {
         .collect();
     engine.default_gate = default_gate;
     let expert_label = public_expert_label(&engine.models.expert.describe());
+    let experts = match crate::batching::forks(&engine, slots) {
+        Ok(experts) => {
+            if slots > 1 {
+                tracing::info!(
+                    worker = i,
+                    "answers up to {slots} requests at once, batched"
+                );
+            }
+            experts
+        }
+        Err(why) => {
+            tracing::warn!(
+                worker = i,
+                "answers one request at a time ({why}); serve-batch 1 runs serve-workers engines side by side instead"
+            );
+            Vec::new()
+        }
+    };
     Ok(Loaded {
         engine,
         expert_label,
+        experts,
     })
 }
 
 impl Pool {
-    /// Starts `workers` threads, each building its engine with `factory`, and waits until all
-    /// are ready (or one fails).
+    /// Starts `workers` threads, each building its engine with `factory` to run up to `slots`
+    /// generations at once, and waits until all are ready (or one fails).
     pub fn start(
-        workers: usize,
+        (workers, slots): (usize, usize),
         queue: usize,
         factory: Arc<EngineFactory>,
         metrics: Arc<Metrics>,
@@ -213,7 +249,7 @@ impl Pool {
             let handle = std::thread::Builder::new()
                 .name(format!("ngsd-worker-{i}"))
                 .spawn(move || {
-                    let loaded = match load(factory.as_ref(), i) {
+                    let loaded = match load(factory.as_ref(), i, slots) {
                         Ok(l) => l,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -224,10 +260,12 @@ impl Pool {
                         gates: loaded.engine.gates.keys().cloned().collect(),
                         default_gate: loaded.engine.default_gate.clone(),
                         reflection: loaded.engine.reflection.mode(),
+                        slots: loaded.slots(),
                     }));
                     drop(ready_tx);
                     Worker {
                         index: i,
+                        slots,
                         factory,
                         metrics,
                         loaded: Some(loaded),
@@ -238,14 +276,15 @@ impl Pool {
             threads.push(handle);
         }
         drop(ready_tx);
-        let ready = wait_ready(&ready_rx, workers)?;
+        let (ready, slots) = wait_ready(&ready_rx, workers)?;
         Ok(Pool {
             jobs: Mutex::new(Some(tx)),
-            permits: Arc::new(Semaphore::new(workers + queue)),
+            permits: Arc::new(Semaphore::new(slots + queue)),
             threads: Mutex::new(threads),
             gates: ready.gates,
             default_gate: ready.default_gate,
             reflection: ready.reflection,
+            slots,
         })
     }
 
@@ -270,12 +309,18 @@ impl Pool {
     }
 }
 
-/// Waits for every worker's first engine; the first failure stops the start.
-fn wait_ready(ready_rx: &Receiver<Result<Ready, Error>>, workers: usize) -> Result<Ready, Error> {
+/// Waits for every worker's first engine; the first failure stops the start. Returns the
+/// first engine's description and the slots of all.
+fn wait_ready(
+    ready_rx: &Receiver<Result<Ready, Error>>,
+    workers: usize,
+) -> Result<(Ready, usize), Error> {
     let mut first: Option<Ready> = None;
+    let mut slots = 0;
     for _ in 0..workers {
         match ready_rx.recv() {
             Ok(Ok(r)) => {
+                slots += r.slots;
                 first.get_or_insert(r);
             }
             Ok(Err(e)) => return Err(e),
@@ -300,36 +345,81 @@ fn wait_ready(ready_rx: &Receiver<Result<Ready, Error>>, workers: usize) -> Resu
             ),
         });
     }
-    Ok(ready)
+    Ok((ready, slots))
 }
 
 /// One worker thread's state.
 struct Worker {
     index: usize,
+    /// Generations its engine may run at once.
+    slots: usize,
     factory: Arc<EngineFactory>,
     metrics: Arc<Metrics>,
     /// `None` after a panic until a rebuild succeeds.
     loaded: Option<Loaded>,
 }
 
+/// Takes a job off the queue for an engine: waiting for one when `wait`, else only if one is
+/// there now and no idle engine is waiting for it. Cancelled jobs are answered and skipped.
+/// `Err(())` once the queue is closed (shutdown) and empty.
+pub(crate) fn take_job(rx: &Mutex<Receiver<Job>>, wait: bool) -> Result<Option<Job>, ()> {
+    loop {
+        let job = if wait {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv().map_err(|_| ())?
+        } else {
+            // An idle engine holds the lock while it waits: the job is its.
+            let Ok(rx) = rx.try_lock() else {
+                return Ok(None);
+            };
+            match rx.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => return Err(()),
+            }
+        };
+        job.ticket.leave();
+        if job.cancel.is_cancelled() || job.events.is_closed() {
+            let _ = job.events.send(Event::Failed(Failure::CancelledInQueue));
+            continue;
+        }
+        return Ok(Some(job));
+    }
+}
+
 impl Worker {
     fn work(mut self, rx: &Mutex<Receiver<Job>>) {
         loop {
-            let job = {
-                let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
+            let batched = self.loaded.as_ref().is_some_and(|l| !l.experts.is_empty());
+            if batched {
+                if !self.serve_batches(rx) {
+                    return;
                 }
-            };
-            job.ticket.leave();
-            if job.cancel.is_cancelled() || job.events.is_closed() {
-                let _ = job.events.send(Event::Failed(Failure::CancelledInQueue));
                 continue;
             }
+            let Ok(Some(job)) = take_job(rx, true) else {
+                return;
+            };
             let event = self.serve(&job);
             let _ = job.events.send(event);
         }
+    }
+
+    /// Answers jobs in batches until the queue closes (`false`), or until the batch failed as
+    /// a whole (`true`, with a new engine): then its requests in flight end without an answer
+    /// (their clients get a 500) and the failure is logged.
+    fn serve_batches(&mut self, rx: &Mutex<Receiver<Job>>) -> bool {
+        let Some(loaded) = self.loaded.as_mut() else {
+            return true;
+        };
+        let failure = match crate::batching::serve(loaded, rx, &self.metrics) {
+            Ok(()) => return false,
+            Err(failure) => failure,
+        };
+        tracing::error!(worker = self.index, "the batch failed: {failure}");
+        self.loaded = None;
+        self.rebuild();
+        true
     }
 
     /// Runs one job on this worker's engine (rebuilding the engine first if a panic dropped
@@ -354,11 +444,7 @@ impl Worker {
             }
             Ok(Err(failure)) => Event::Failed(failure),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = ngsd_decode::panic_message(panic.as_ref());
                 // The engine may be half-way through a step: never reuse it.
                 self.loaded = None;
                 self.rebuild();
@@ -371,7 +457,7 @@ impl Worker {
 
     fn rebuild(&mut self) {
         tracing::warn!(worker = self.index, "building a new engine");
-        match load(self.factory.as_ref(), self.index) {
+        match load(self.factory.as_ref(), self.index, self.slots) {
             Ok(l) => self.loaded = Some(l),
             Err(e) => tracing::error!("{e}"),
         }
@@ -395,16 +481,8 @@ fn run(loaded: &mut Loaded, job: &Job) -> Result<Output, Failure> {
         }
         None => &mut engine.reflection,
     };
-    let mut cfg = engine.decode.clone();
-    cfg.generate = plan.generate.clone();
-    cfg.trace = plan.trace;
-    let req = Request {
-        prompt: plan.prompt.clone(),
-        system: plan.system.clone(),
-        raw: plan.raw,
-        history: plan.history.clone(),
-        cancel: Some(job.cancel.clone()),
-    };
+    let cfg = settings(&engine.decode, plan);
+    let req = request(plan, &job.cancel);
     let events = &job.events;
     let cancel = &job.cancel;
     let mut out = ngsd_decode::generate(
@@ -430,9 +508,29 @@ fn run(loaded: &mut Loaded, job: &Job) -> Result<Output, Failure> {
     Ok(out)
 }
 
+/// The engine's decoding settings with the request's token budget, sampling, stop strings
+/// and trace.
+pub(crate) fn settings(decode: &DecodeConfig, plan: &Plan) -> DecodeConfig {
+    let mut cfg = decode.clone();
+    cfg.generate = plan.generate.clone();
+    cfg.trace = plan.trace;
+    cfg
+}
+
+/// The decoder's request for a plan.
+pub(crate) fn request(plan: &Plan, cancel: &Cancel) -> Request {
+    Request {
+        prompt: plan.prompt.clone(),
+        system: plan.system.clone(),
+        raw: plan.raw,
+        history: plan.history.clone(),
+        cancel: Some(cancel.clone()),
+    }
+}
+
 /// Whose fault a decoding error is: only a prompt the model cannot take is the client's;
 /// everything else (gates, experts, configuration, the runtime) is the server's.
-fn classify(e: ngsd_decode::Error) -> Failure {
+pub(crate) fn classify(e: ngsd_decode::Error) -> Failure {
     use ngsd_decode::Error as D;
     match &e {
         D::Runtime(ngsd_runtime::Error::ContextOverflow { .. })
