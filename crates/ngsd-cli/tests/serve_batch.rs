@@ -15,7 +15,7 @@ mod common;
 
 use ngsd_test_support::ServeProcess;
 
-use common::{MODEL, Server, chat_body, client, metric, post, send};
+use common::{MODEL, Server, chat_body, client, metric, post, send, wait_for_metric};
 
 /// Sixteen distinct prompts: benign ones, harmful ones the default gate steers, a raw one.
 const PROMPTS: [&str; 16] = [
@@ -117,17 +117,9 @@ async fn a_full_batch_and_a_full_queue_answer_429() {
         let url = s.url("/v1/chat/completions");
         async move { client().post(url).json(&chat_body("Hi", 2)).send().await }
     });
-    while metric(&s, "ngsd_queued_requests").await < 1.0 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let busy = client()
-        .post(s.url("/v1/chat/completions"))
-        .json(&chat_body("Hi", 2))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(busy.status().as_u16(), 429);
-    let v: Value = busy.json().await.unwrap();
+    assert_eq!(wait_for_metric(&s, "ngsd_queued_requests", 1.0).await, 1.0);
+    let (status, v) = post(&s, "/v1/chat/completions", &chat_body("Hi", 2)).await;
+    assert_eq!(status, 429, "{v}");
     assert!(
         v["error"]["message"]
             .as_str()

@@ -19,20 +19,8 @@ use serde_json::{Value, json};
 
 use common::{
     MODEL, Server, chat_body, client, get_json, get_text, metric, post, send, sse, stream_pieces,
+    wait_for_metric,
 };
-
-/// Polls `metric` until it equals `want` (or 20 s pass); returns the last value read.
-async fn wait_for_metric(s: &ServeProcess, name: &str, want: f64) -> f64 {
-    let mut last = f64::NAN;
-    for _ in 0..200 {
-        last = metric(s, name).await;
-        if last == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    last
-}
 
 #[tokio::test]
 async fn d2_a_stop_string_like_the_early_stop_marker_is_a_plain_stop() {

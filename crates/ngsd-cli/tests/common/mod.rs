@@ -127,3 +127,16 @@ pub async fn assert_completion_timed_out(s: &ServeProcess, status: u16, v: &Valu
     let timeouts = "ngsd_generations_total{endpoint=\"completions\",outcome=\"timeout\"}";
     assert_eq!(metric(s, timeouts).await, 1.0);
 }
+
+/// Polls `metric` until it equals `want` (or 20 s pass); returns the last value read.
+pub async fn wait_for_metric(s: &ServeProcess, name: &str, want: f64) -> f64 {
+    let mut last = f64::NAN;
+    for _ in 0..200 {
+        last = metric(s, name).await;
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
