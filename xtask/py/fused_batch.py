@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""What batching the fused q4 graph would give, measured with onnxruntime alone.
+
+    fused_batch.py --model Q4_DIR [--batch 1,4,16,32] [--steps 32] [--threads 2]
+
+The fused graph (fused_graph.py) declares every input with a batch dimension: `seqlens_k [b]`
+gives each row its own length in a shared `[b, kv_heads, C, head_dim]` cache. ngsd-runtime
+does not batch it yet; this script measures what it would give:
+
+  * speed: for each B, B rows of 40 random tokens are prefilled together, then `--steps`
+    greedy decode steps of all rows run with the cache bound in place (IO binding, past and
+    present on the same buffer, as ngsd-runtime binds it). Prints one JSON line per B with the
+    aggregate decode tok/s.
+  * agreement: two prompts of different lengths are decoded alone, then prefilled alone,
+    copied into a two-row cache and decoded together with per-row `seqlens_k`. Prints the
+    greedy tokens of both ways and the largest logit difference up to the first token where
+    they part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+CAPACITY = 256
+
+
+class Fused:
+    """A session over a q4 package and its cache geometry."""
+
+    def __init__(self, model: Path, threads: int):
+        manifest = json.loads((model / "ngsd-model.json").read_text())
+        self.layers = manifest["num_layers"]
+        self.heads = manifest["num_kv_heads"]
+        self.dim = manifest["head_dim"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model / manifest["files"]["onnx"]), so,
+                                            providers=["CPUExecutionProvider"])
+        self.read_back = [o.name for o in self.session.get_outputs() if not o.name.startswith("present.")]
+
+    def cache(self, rows: int) -> tuple[ort.IOBinding, dict]:
+        """A binding whose past and present of every layer are one zeroed buffer."""
+        io = self.session.io_binding()
+        # the outputs read back first, so that the logits are output 0 of every run
+        for name in self.read_back:
+            io.bind_output(name)
+        buffers = {}
+        for i in range(self.layers):
+            for kind in ("key", "value"):
+                v = ort.OrtValue.ortvalue_from_numpy(np.zeros((rows, self.heads, CAPACITY, self.dim), np.float32))
+                buffers[(i, kind)] = v
+                io.bind_ortvalue_input(f"past_key_values.{i}.{kind}", v)
+                io.bind_ortvalue_output(f"present.{i}.{kind}", v)
+        return io, buffers
+
+    def step(self, io: ort.IOBinding, ids: list[list[int]], lens: list[int]) -> np.ndarray:
+        """Feeds `ids` (equal length per row) after `lens` positions; the last logits per row."""
+        n = len(ids[0])
+        io.bind_cpu_input("input_ids", np.array(ids, dtype=np.int64))
+        io.bind_cpu_input("seqlens_k", np.array([l + n - 1 for l in lens], dtype=np.int32))
+        io.bind_cpu_input("total_sequence_length", np.array(max(lens) + n, dtype=np.int32))
+        io.bind_cpu_input("logits_to_keep", np.array([1], dtype=np.int64))
+        for name in self.read_back:
+            io.bind_output(name)
+        self.session.run_with_iobinding(io)
+        return io.get_outputs()[0].numpy()[:, -1]
+
+
+def speed(f: Fused, rows: int, steps: int) -> dict:
+    rng = np.random.default_rng(rows)
+    io, _ = f.cache(rows)
+    prompts = [[int(x) for x in rng.integers(100, 10000, size=40)] for _ in range(rows)]
+    logits = f.step(io, prompts, [0] * rows)
+    lens = [40] * rows
+    t = time.perf_counter()
+    for _ in range(steps):
+        logits = f.step(io, [[int(r.argmax())] for r in logits], lens)
+        lens = [l + 1 for l in lens]
+    dt = time.perf_counter() - t
+    return {"batch": rows, "tok_s": rows * steps / dt, "ms_per_step": dt / steps * 1e3}
+
+
+def agreement(f: Fused, steps: int) -> dict:
+    prompts = [[1, 504, 3458, 314, 2994, 28, 17, 30, 2], [1, 1111, 2222, 33, 44, 555, 66, 7, 8, 99, 100, 101]]
+    alone = []
+    for p in prompts:
+        io, _ = f.cache(1)
+        logits = f.step(io, [p], [0])[0]
+        rows, n = [], len(p)
+        for _ in range(steps):
+            logits = f.step(io, [[int(logits.argmax())]], [n])[0]
+            n += 1
+            rows.append(logits)
+        alone.append(rows)
+    io, buffers = f.cache(2)
+    lens, logits = [], []
+    for b, p in enumerate(prompts):
+        one, own = f.cache(1)
+        logits.append(f.step(one, [p], [0])[0])
+        for key, v in own.items():
+            whole = buffers[key].numpy()
+            whole[b] = v.numpy()[0]
+            buffers[key].update_inplace(whole)
+        lens.append(len(p))
+    together = [[], []]
+    for _ in range(steps):
+        out = f.step(io, [[int(l.argmax())] for l in logits], lens)
+        lens = [l + 1 for l in lens]
+        logits = [out[0], out[1]]
+        for b in range(2):
+            together[b].append(out[b])
+    tokens = lambda rows: [int(r.argmax()) for r in rows]  # noqa: E731
+    diff = 0.0
+    for a_rows, b_rows in zip(alone, together):
+        # logits compare only while both ways were fed the same tokens
+        for a, b in zip(a_rows, b_rows):
+            diff = max(diff, float(np.abs(a - b).max()))
+            if a.argmax() != b.argmax():
+                break
+    return {"alone": [tokens(r) for r in alone], "together": [tokens(r) for r in together],
+            "max_logit_diff_while_same": diff}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--batch", default="1,4,16,32")
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    try:
+        f = Fused(args.model, args.threads)
+    except (OSError, KeyError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as e:
+        print(f"fused_batch.py: cannot open {args.model} as a q4 package: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(agreement(f, 8)), flush=True)
+    for b in (int(x) for x in args.batch.split(",")):
+        print(json.dumps(speed(f, b, args.steps)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
