@@ -52,8 +52,9 @@ enum Command {
     /// Run the committed dev-split ablation suite through `ngsd eval` and regenerate the ablation
     /// section of docs/RESULTS.md (table, trade-off and speed plots).
     Ablation(ablation::AblationArgs),
-    /// Retrain the default model's gate neuron and head expert from the committed training set
-    /// (models/smollm2-135m-instruct/train.toml, models/training/) and ../shared/datasets.
+    /// Retrain a pinned model's gate neuron and head expert (the default model's, or
+    /// `--model NAME`'s) from the committed training sets (models/smollm2-135m-instruct/
+    /// gate-shapes.toml and train.toml, models/training/) and ../shared/datasets.
     Train(train::TrainArgs),
     /// Load benchmark of `ngsd serve` beside llama.cpp's `llama-server` on the same model's
     /// GGUF: N concurrent streaming clients (default 1, 4, 16, 32) over loopback; prints

@@ -222,6 +222,34 @@ fn run_model(args: &SetupArgs, model: &str) -> Result<()> {
     Ok(())
 }
 
+/// The fp32 package of pinned model `model` (a name under models/), for tools that read it but
+/// must not start its download or conversion (`cargo xtask train --model NAME`): the venv and
+/// ONNX Runtime are set up as usual, the package must already be current, else the error names
+/// the setup command.
+pub fn existing_fp32(model: &str) -> Result<PathBuf> {
+    let root = sh::root();
+    let pin = read_pin(&pin_path(&root, model)?)?;
+    let python = ensure_venv(&root)?;
+    ensure_ort(&root, &python)?;
+    let fp32 = root.join(".cache/models").join(&pin.name).join("fp32");
+    let shown = fp32
+        .strip_prefix(&root)
+        .unwrap_or(&fp32)
+        .display()
+        .to_string();
+    if !is_current(&pin, &fp32, "fp32") {
+        bail!(
+            "{shown} is missing or not converted from the pinned GGUF by this converter; run `cargo xtask setup --model {}` first",
+            pin.name
+        );
+    }
+    sh::step(&format!(
+        "{} fp32 ONNX package: current ({shown})",
+        pin.name
+    ));
+    Ok(fp32)
+}
+
 /// `--model`: a pin file's path (has a `/` or ends in `.toml`), or a name under models/.
 fn pin_path(root: &Path, model: &str) -> Result<PathBuf> {
     if model.contains('/') || model.ends_with(".toml") {
@@ -485,6 +513,17 @@ fn manifest(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
+/// Whether `out` holds the `variant` package converted from the pin's GGUF by this converter.
+fn is_current(pin: &Pin, out: &Path, variant: &str) -> bool {
+    manifest(out).is_some_and(|m| {
+        m["provenance"]["source_sha256"] == pin.source.gguf_sha256.as_str()
+            && m["provenance"]["converter_version"] == CONVERTER_VERSION
+            && m["dtype"] == variant
+            && (variant != "q4" || m["provenance"]["fused_graph_version"] == FUSED_GRAPH_VERSION)
+            && out.join("model.onnx").is_file()
+    })
+}
+
 /// Converts the GGUF into the `variant` package (`fp32` or `q4`) unless a current one is there.
 fn ensure_converted(
     python: &Path,
@@ -494,14 +533,7 @@ fn ensure_converted(
     variant: &str,
     force: bool,
 ) -> Result<()> {
-    let current = manifest(out).is_some_and(|m| {
-        m["provenance"]["source_sha256"] == pin.source.gguf_sha256.as_str()
-            && m["provenance"]["converter_version"] == CONVERTER_VERSION
-            && m["dtype"] == variant
-            && (variant != "q4" || m["provenance"]["fused_graph_version"] == FUSED_GRAPH_VERSION)
-            && out.join("model.onnx").is_file()
-    });
-    if current && !force {
+    if is_current(pin, out, variant) && !force {
         sh::step(&format!("{} {variant} ONNX package: current", pin.name));
         return Ok(());
     }

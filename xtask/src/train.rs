@@ -1,7 +1,10 @@
-//! `cargo xtask train`: retrain the default model's gate neuron and head expert with the
-//! committed data and settings, writing models/<model>/gate.safetensors and expert.safetensors
-//! (and their reports) — the exact commands behind the committed files.
+//! `cargo xtask train [--model NAME]`: retrain a pinned model's gate neuron and head expert with
+//! the committed data and settings, writing models/<model>/gate.safetensors and
+//! expert.safetensors (and their reports) — the exact commands behind the committed files. Every
+//! model trains on the same data lists with the same settings; only the model and the output
+//! folder change.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -18,47 +21,76 @@ pub struct TrainArgs {
     /// Train only the head expert.
     #[arg(long)]
     pub expert_only: bool,
+    /// The pinned model to train for (models/NAME.toml); the files go to models/NAME/. A model
+    /// other than the default must be set up first (`cargo xtask setup --model NAME`): training
+    /// reads its fp32 package and never downloads or converts it.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_MODEL)]
+    pub model: String,
 }
 
-/// Folder of the default model's trained files, relative to the checkout.
-pub const MODEL_DIR: &str = "models/smollm2-135m-instruct";
+/// The default model, whose files `cargo xtask train` retrains without `--model`.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 
-/// `ngsd train gate` arguments behind the committed gate.safetensors (after `--model`).
-pub const GATE_ARGS: &[&str] = &[
-    "train",
-    "gate",
-    // Every request shape: single-turn, conversations, raw openings, long and wrapped prompts.
-    "--data",
-    "models/smollm2-135m-instruct/gate-shapes.toml",
-    // Prompt features chosen by cross-validation (final/intermediate layers, last/mean).
-    "--features",
-    "auto",
-    // The answer monitor, trained on the base model's own greedy answers.
-    "--monitor-prompts",
-    "100",
-    "--monitor-tokens",
-    "32",
-    "--out",
-    "models/smollm2-135m-instruct/gate.safetensors",
-    "--report",
-    "models/smollm2-135m-instruct/gate-report.json",
-];
+/// The gate's training set over every request shape. It names prompts, not tokens, so every
+/// model reads it; it stays in the default model's folder, where it was first written, so that
+/// the default model's committed files keep their exact command.
+pub const GATE_DATA: &str = "models/smollm2-135m-instruct/gate-shapes.toml";
+/// The head expert's training set, shared by every model the same way.
+pub const EXPERT_DATA: &str = "models/smollm2-135m-instruct/train.toml";
 
-/// `ngsd train expert` arguments behind the committed expert.safetensors (after `--model`).
-pub const EXPERT_ARGS: &[&str] = &[
-    "train",
-    "expert",
-    "--data",
-    "models/smollm2-135m-instruct/train.toml",
-    "--refusals",
-    "models/training/expert_refusals.jsonl",
-    "--pairs",
-    "../shared/datasets/refusal_sft_vicuna.json",
-    "--out",
-    "models/smollm2-135m-instruct/expert.safetensors",
-    "--report",
-    "models/smollm2-135m-instruct/expert-report.json",
-];
+/// Folder of `model`'s trained files, relative to the checkout.
+pub fn model_dir(model: &str) -> String {
+    format!("models/{model}")
+}
+
+/// `ngsd train gate` arguments behind `model`'s committed gate.safetensors (before `--model`).
+pub fn gate_args(model: &str) -> Vec<String> {
+    let dir = model_dir(model);
+    [
+        "train",
+        "gate",
+        // Every request shape: single-turn, conversations, raw openings, long and wrapped prompts.
+        "--data",
+        GATE_DATA,
+        // Prompt features chosen by cross-validation among the layers the package exports
+        // (final/intermediate layers, last/mean).
+        "--features",
+        "auto",
+        // The answer monitor, trained on the base model's own greedy answers.
+        "--monitor-prompts",
+        "100",
+        "--monitor-tokens",
+        "32",
+        "--out",
+        &format!("{dir}/gate.safetensors"),
+        "--report",
+        &format!("{dir}/gate-report.json"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `ngsd train expert` arguments behind `model`'s committed expert.safetensors (before
+/// `--model`).
+pub fn expert_args(model: &str) -> Vec<String> {
+    let dir = model_dir(model);
+    [
+        "train",
+        "expert",
+        "--data",
+        EXPERT_DATA,
+        "--refusals",
+        "models/training/expert_refusals.jsonl",
+        "--pairs",
+        "../shared/datasets/refusal_sft_vicuna.json",
+        "--out",
+        &format!("{dir}/expert.safetensors"),
+        "--report",
+        &format!("{dir}/expert-report.json"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let root = sh::root();
@@ -68,30 +100,154 @@ pub fn run(args: &TrainArgs) -> Result<()> {
              see models/smollm2-135m-instruct/README.md for where to get them"
         );
     }
-    let installed = setup::run(&setup::SetupArgs::default())?;
+    let fp32 = if args.model == DEFAULT_MODEL {
+        setup::run(&setup::SetupArgs::default())?.fp32
+    } else {
+        setup::existing_fp32(&args.model)?
+    };
+    let dir = model_dir(&args.model);
+    std::fs::create_dir_all(root.join(&dir))?;
     sh::step("building ngsd (release)");
     sh::run(sh::cargo().args(["build", "--release", "--quiet", "-p", "ngsd-cli"]))?;
     let ngsd = root.join("target/release/ngsd");
     let start = Instant::now();
     for (name, argv, skip) in [
-        ("gate neuron", GATE_ARGS, args.expert_only),
-        ("head expert", EXPERT_ARGS, args.gate_only),
+        ("gate neuron", gate_args(&args.model), args.expert_only),
+        ("head expert", expert_args(&args.model), args.gate_only),
     ] {
         if skip {
             continue;
         }
         sh::step(&format!("training the {name}"));
-        sh::run(
-            Command::new(&ngsd)
-                .current_dir(&root)
-                .args(argv)
-                .arg("--model")
-                .arg(&installed.fp32),
-        )?;
+        sh::run(&mut train_command(&ngsd, &root, &argv, &fp32))?;
     }
     sh::step(&format!(
-        "trained in {:.1} min; the files are in {MODEL_DIR}",
+        "trained in {:.1} min; the files are in {dir}",
         start.elapsed().as_secs_f64() / 60.0
     ));
     Ok(())
+}
+
+/// `ngsd <argv> --model <fp32>`, run from the checkout (the data paths are relative to it).
+fn train_command(ngsd: &Path, root: &Path, argv: &[String], fp32: &Path) -> Command {
+    let mut cmd = Command::new(ngsd);
+    cmd.current_dir(root).args(argv).arg("--model").arg(fp32);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// The default model's arguments, as they were before `--model` existed: the committed
+    /// files' `command` metadata records exactly these.
+    #[test]
+    fn the_default_model_keeps_its_commands() {
+        assert_eq!(
+            gate_args(DEFAULT_MODEL),
+            [
+                "train",
+                "gate",
+                "--data",
+                "models/smollm2-135m-instruct/gate-shapes.toml",
+                "--features",
+                "auto",
+                "--monitor-prompts",
+                "100",
+                "--monitor-tokens",
+                "32",
+                "--out",
+                "models/smollm2-135m-instruct/gate.safetensors",
+                "--report",
+                "models/smollm2-135m-instruct/gate-report.json",
+            ]
+        );
+        assert_eq!(
+            expert_args(DEFAULT_MODEL),
+            [
+                "train",
+                "expert",
+                "--data",
+                "models/smollm2-135m-instruct/train.toml",
+                "--refusals",
+                "models/training/expert_refusals.jsonl",
+                "--pairs",
+                "../shared/datasets/refusal_sft_vicuna.json",
+                "--out",
+                "models/smollm2-135m-instruct/expert.safetensors",
+                "--report",
+                "models/smollm2-135m-instruct/expert-report.json",
+            ]
+        );
+    }
+
+    #[test]
+    fn another_model_reads_the_same_data_and_writes_its_own_folder() {
+        let name = "qwen2.5-coder-0.5b-instruct";
+        for (args, default) in [
+            (gate_args(name), gate_args(DEFAULT_MODEL)),
+            (expert_args(name), expert_args(DEFAULT_MODEL)),
+        ] {
+            assert_eq!(args.len(), default.len());
+            for (a, d) in args.iter().zip(&default) {
+                if a != d {
+                    assert_eq!(*a, d.replace(DEFAULT_MODEL, name), "only outputs differ");
+                    assert!(a.starts_with("models/qwen2.5-coder-0.5b-instruct/"), "{a}");
+                }
+            }
+            let data = args.iter().position(|a| a == "--data").expect("--data");
+            assert_eq!(args[data + 1], default[data + 1], "the same data list");
+        }
+    }
+
+    /// Every committed trained file (in any models/<name>/) was made by `cargo xtask train
+    /// --model <name>`: its `command` metadata is that command's arguments, then the model.
+    /// Reads only the committed files, never a converted package.
+    #[test]
+    fn committed_trained_files_record_the_train_commands() {
+        let models = sh::root().join("models");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&models).expect("models/ is readable") {
+            let dir = entry.expect("a folder entry").path();
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            for (file, args) in [
+                ("gate.safetensors", gate_args(name)),
+                ("expert.safetensors", expert_args(name)),
+            ] {
+                let path = dir.join(file);
+                if !path.is_file() {
+                    continue;
+                }
+                let command = metadata(&path)
+                    .remove("command")
+                    .unwrap_or_else(|| panic!("{} has no command", path.display()));
+                let expected = format!("ngsd {} --model ", args.join(" "));
+                assert!(
+                    command.starts_with(&expected),
+                    "{}: `{command}` is not `{expected}…`",
+                    path.display()
+                );
+                assert!(
+                    std::path::Path::new(&command[expected.len()..])
+                        .ends_with(format!(".cache/models/{name}/fp32")),
+                    "{}: trained on `{}`, not the fp32 package",
+                    path.display(),
+                    &command[expected.len()..]
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "the default model's two files at least");
+    }
+
+    /// The `__metadata__` of a safetensors file.
+    fn metadata(path: &Path) -> HashMap<String, String> {
+        let bytes = std::fs::read(path).expect("the file is readable");
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors");
+        meta.metadata().clone().unwrap_or_default()
+    }
 }

@@ -38,23 +38,31 @@ impl Trained {
     /// `models/<model name>/` of the checkout (searched upwards from the executable and the
     /// current directory), where the default model's trained files are committed.
     pub fn find(model_dir: &Path) -> Trained {
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf));
+        let cwd = std::env::current_dir().ok();
+        Trained::find_from(model_dir, exe_dir.iter().chain(cwd.iter()))
+    }
+
+    /// [`Trained::find`] searching `models/<model name>/` in the ancestors of `starts`, in
+    /// order (the model name is the package manifest's `name`, e.g. `qwen2.5-coder-0.5b-instruct`
+    /// for every variant of that model).
+    pub fn find_from<'a>(
+        model_dir: &Path,
+        starts: impl IntoIterator<Item = &'a PathBuf>,
+    ) -> Trained {
         let name = ngsd_runtime::ModelPackage::open(model_dir)
             .ok()
             .map(|p| p.manifest.name);
         let mut dirs = vec![model_dir.to_path_buf()];
-        if let Some(name) = name {
-            let exe_dir = std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(Path::to_path_buf));
-            let cwd = std::env::current_dir().ok();
-            if let Some(d) = exe_dir
-                .iter()
-                .chain(cwd.iter())
+        if let Some(name) = name
+            && let Some(d) = starts
+                .into_iter()
                 .flat_map(|start| start.ancestors().map(|d| d.join("models").join(&name)))
                 .find(|d| d.join(GATE_FILE).is_file() || d.join(EXPERT_FILE).is_file())
-            {
-                dirs.push(d);
-            }
+        {
+            dirs.push(d);
         }
         let pick = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.is_file());
         Trained {

@@ -103,3 +103,76 @@ fn head_means_the_trained_expert() {
         "{err}"
     );
 }
+
+/// A package in a folder of `dir` that opens as model `name`: the default package's manifest,
+/// renamed, and empty files in place of the ones it lists (the lookup reads only the name).
+fn package_named(dir: &Path, name: &str) -> PathBuf {
+    let src = ngsd_test_support::model_dir().join("ngsd-model.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    manifest["name"] = name.into();
+    let pkg = dir.join(name).join("fp32");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for file in manifest["files"].as_object().unwrap().values() {
+        std::fs::write(pkg.join(file.as_str().unwrap()), b"").unwrap();
+    }
+    std::fs::write(pkg.join("ngsd-model.json"), manifest.to_string()).unwrap();
+    assert_eq!(
+        ngsd_runtime::ModelPackage::open(&pkg)
+            .unwrap()
+            .manifest
+            .name,
+        name
+    );
+    pkg
+}
+
+/// Every model with trained files committed in the checkout's models/<name>/ (the default
+/// model's, and Qwen's once trained) gets them by its package's manifest name, from anywhere
+/// inside the checkout, whatever folder the package is in; an unknown name gets none. Needs no
+/// package but the default one's manifest.
+#[test]
+fn committed_trained_files_are_found_by_the_package_name() {
+    let root = ngsd_test_support::repo_root();
+    let start = [root.join("crates/ngsd-cli")];
+    let tmp = ngsd_test_support::temp_dir();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root.join("models")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+        let expect = |file: &str| Some(dir.join(file)).filter(|p| p.is_file());
+        let wanted = Trained {
+            gate: expect(GATE_FILE),
+            expert: expect(EXPERT_FILE),
+        };
+        if wanted == Trained::default() {
+            continue;
+        }
+        let found = Trained::find_from(&package_named(tmp.path(), &name), &start);
+        assert_eq!(found, wanted, "{name}");
+        names.push(name);
+    }
+    assert!(
+        names.iter().any(|n| n == "smollm2-135m-instruct"),
+        "{names:?}"
+    );
+    let unknown = Trained::find_from(&package_named(tmp.path(), "no-such-model"), &start);
+    assert_eq!(unknown, Trained::default());
+}
+
+/// Trained files beside the package come first.
+#[test]
+fn trained_files_beside_the_package_win() {
+    let tmp = ngsd_test_support::temp_dir();
+    let pkg = package_named(tmp.path(), "smollm2-135m-instruct");
+    std::fs::write(pkg.join(GATE_FILE), b"").unwrap();
+    let start = [ngsd_test_support::repo_root()];
+    let found = Trained::find_from(&pkg, &start);
+    assert_eq!(found.gate, Some(pkg.join(GATE_FILE)));
+    assert_eq!(
+        found.expert,
+        Some(
+            ngsd_test_support::repo_root().join("models/smollm2-135m-instruct/expert.safetensors")
+        )
+    );
+}
