@@ -36,7 +36,10 @@ pub struct Trained {
 impl Trained {
     /// Looks for `gate.safetensors` and `expert.safetensors` in the model folder, then in
     /// `models/<model name>/` of the checkout (searched upwards from the executable and the
-    /// current directory), where the default model's trained files are committed.
+    /// current directory), where the trained files of pinned models are committed. A file
+    /// made for another build of the model (its `model_sha256` metadata is not the package's
+    /// model.onnx checksum, e.g. the fp32-trained files and the q4 package, which shares the
+    /// model name) is passed over with a warning, so that the untrained defaults apply.
     pub fn find(model_dir: &Path) -> Trained {
         let exe_dir = std::env::current_exe()
             .ok()
@@ -46,17 +49,19 @@ impl Trained {
     }
 
     /// [`Trained::find`] searching `models/<model name>/` in the ancestors of `starts`, in
-    /// order (the model name is the package manifest's `name`, e.g. `qwen2.5-coder-0.5b-instruct`
-    /// for every variant of that model).
+    /// order (the model name is the package manifest's `name`: the fp32 and q4 packages of a
+    /// pinned model share it, its int8 package is `<name>-int8`).
     pub fn find_from<'a>(
         model_dir: &Path,
         starts: impl IntoIterator<Item = &'a PathBuf>,
     ) -> Trained {
-        let name = ngsd_runtime::ModelPackage::open(model_dir)
-            .ok()
-            .map(|p| p.manifest.name);
+        let package = ngsd_runtime::ModelPackage::open(model_dir).ok();
+        let onnx_sha = package.as_ref().and_then(|p| {
+            let m = &p.manifest;
+            m.checksums.get(&m.files.onnx).cloned()
+        });
         let mut dirs = vec![model_dir.to_path_buf()];
-        if let Some(name) = name
+        if let Some(name) = package.map(|p| p.manifest.name)
             && let Some(d) = starts
                 .into_iter()
                 .flat_map(|start| start.ancestors().map(|d| d.join("models").join(&name)))
@@ -64,7 +69,12 @@ impl Trained {
         {
             dirs.push(d);
         }
-        let pick = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.is_file());
+        let pick = |file: &str| {
+            dirs.iter()
+                .map(|d| d.join(file))
+                .filter(|p| p.is_file())
+                .find(|p| made_for(p, onnx_sha.as_deref()))
+        };
         Trained {
             gate: pick(GATE_FILE),
             expert: pick(EXPERT_FILE),
@@ -94,6 +104,30 @@ impl Trained {
             }
             other => Ok(other),
         }
+    }
+}
+
+/// The `model_sha256` metadata of a trained file (`ngsd train` records the checksum of the
+/// model.onnx it read); `None` when the file has none or is not readable safetensors.
+pub fn trained_model_sha256(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+    meta.metadata().as_ref()?.get("model_sha256").cloned()
+}
+
+/// Whether the trained file at `path` may serve the package whose model.onnx has checksum
+/// `onnx_sha`: yes unless both checksums are known and differ (a file that cannot be read is
+/// left to its loader, which says what is wrong with it).
+fn made_for(path: &Path, onnx_sha: Option<&str>) -> bool {
+    match (trained_model_sha256(path), onnx_sha) {
+        (Some(want), Some(have)) if want != have => {
+            tracing::warn!(
+                "not using {}: it was trained on another build of this model (model sha256 {want}, this package's is {have}); the untrained defaults apply unless it is named explicitly",
+                path.display()
+            );
+            false
+        }
+        _ => true,
     }
 }
 

@@ -104,14 +104,24 @@ fn head_means_the_trained_expert() {
     );
 }
 
-/// A package in a folder of `dir` that opens as model `name`: the default package's manifest,
-/// renamed, and empty files in place of the ones it lists (the lookup reads only the name).
-fn package_named(dir: &Path, name: &str) -> PathBuf {
+/// A package in a folder of `dir` that opens as model `name` with model.onnx checksum
+/// `onnx_sha` (none recorded: `None`): the default package's manifest, changed so, and empty
+/// files in place of the ones it lists (the lookup reads only the manifest).
+fn package_named(dir: &Path, name: &str, onnx_sha: Option<&str>) -> PathBuf {
     let src = ngsd_test_support::model_dir().join("ngsd-model.json");
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
     manifest["name"] = name.into();
-    let pkg = dir.join(name).join("fp32");
+    let onnx = manifest["files"]["onnx"].as_str().unwrap().to_owned();
+    match onnx_sha {
+        Some(sha) => manifest["checksums"][&onnx] = sha.into(),
+        None => {
+            manifest["checksums"].as_object_mut().unwrap().remove(&onnx);
+        }
+    }
+    let pkg = dir
+        .join(format!("{name}-{}", onnx_sha.unwrap_or("none")))
+        .join("fp32");
     std::fs::create_dir_all(&pkg).unwrap();
     for file in manifest["files"].as_object().unwrap().values() {
         std::fs::write(pkg.join(file.as_str().unwrap()), b"").unwrap();
@@ -127,44 +137,79 @@ fn package_named(dir: &Path, name: &str) -> PathBuf {
     pkg
 }
 
-/// Every model with trained files committed in the checkout's models/<name>/ (the default
-/// model's, and Qwen's once trained) gets them by its package's manifest name, from anywhere
-/// inside the checkout, whatever folder the package is in; an unknown name gets none. Needs no
-/// package but the default one's manifest.
-#[test]
-fn committed_trained_files_are_found_by_the_package_name() {
+/// The trained files committed in the checkout's models/<name>/ folders, by name.
+fn committed_trained() -> Vec<(String, Trained)> {
     let root = ngsd_test_support::repo_root();
-    let start = [root.join("crates/ngsd-cli")];
-    let tmp = ngsd_test_support::temp_dir();
-    let mut names = Vec::new();
+    let mut found = Vec::new();
     for entry in std::fs::read_dir(root.join("models")).unwrap() {
         let dir = entry.unwrap().path();
         let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-        let expect = |file: &str| Some(dir.join(file)).filter(|p| p.is_file());
-        let wanted = Trained {
-            gate: expect(GATE_FILE),
-            expert: expect(EXPERT_FILE),
+        let at = |file: &str| Some(dir.join(file)).filter(|p| p.is_file());
+        let trained = Trained {
+            gate: at(GATE_FILE),
+            expert: at(EXPERT_FILE),
         };
-        if wanted == Trained::default() {
-            continue;
+        if trained != Trained::default() {
+            found.push((name, trained));
         }
-        let found = Trained::find_from(&package_named(tmp.path(), &name), &start);
-        assert_eq!(found, wanted, "{name}");
-        names.push(name);
     }
     assert!(
-        names.iter().any(|n| n == "smollm2-135m-instruct"),
-        "{names:?}"
+        found.iter().any(|(n, _)| n == "smollm2-135m-instruct"),
+        "{found:?}"
     );
-    let unknown = Trained::find_from(&package_named(tmp.path(), "no-such-model"), &start);
+    found
+}
+
+/// Every model with trained files committed in the checkout's models/<name>/ (the default
+/// model's, Qwen's) gets them by its package's manifest name, from anywhere inside the
+/// checkout, whatever folder the package is in, when the package is the build they were
+/// trained on (or records no checksum); an unknown name gets none. Needs no package but the
+/// default one's manifest.
+#[test]
+fn committed_trained_files_are_found_by_the_package_name() {
+    let start = [ngsd_test_support::repo_root().join("crates/ngsd-cli")];
+    let tmp = ngsd_test_support::temp_dir();
+    for (name, wanted) in committed_trained() {
+        let shas: Vec<String> = [&wanted.gate, &wanted.expert]
+            .into_iter()
+            .flatten()
+            .map(|p| trained_model_sha256(p).unwrap())
+            .collect();
+        assert!(
+            shas.windows(2).all(|w| w[0] == w[1]),
+            "{name}: gate and expert trained on different builds"
+        );
+        for sha in [Some(shas[0].as_str()), None] {
+            let found = Trained::find_from(&package_named(tmp.path(), &name, sha), &start);
+            assert_eq!(found, wanted, "{name} ({sha:?})");
+        }
+    }
+    let unknown = Trained::find_from(&package_named(tmp.path(), "no-such-model", None), &start);
     assert_eq!(unknown, Trained::default());
+}
+
+/// Another build of the same model (the q4 package shares the fp32 package's name) does not
+/// get files trained on the fp32 graph: the untrained defaults apply, where the gate and
+/// expert loaders would refuse the files.
+#[test]
+fn trained_files_of_another_build_are_passed_over() {
+    let start = [ngsd_test_support::repo_root()];
+    let tmp = ngsd_test_support::temp_dir();
+    for (name, _) in committed_trained() {
+        let pkg = package_named(tmp.path(), &name, Some(&"0".repeat(64)));
+        assert_eq!(
+            Trained::find_from(&pkg, &start),
+            Trained::default(),
+            "{name}"
+        );
+    }
 }
 
 /// Trained files beside the package come first.
 #[test]
 fn trained_files_beside_the_package_win() {
     let tmp = ngsd_test_support::temp_dir();
-    let pkg = package_named(tmp.path(), "smollm2-135m-instruct");
+    let pkg = package_named(tmp.path(), "smollm2-135m-instruct", None);
     std::fs::write(pkg.join(GATE_FILE), b"").unwrap();
     let start = [ngsd_test_support::repo_root()];
     let found = Trained::find_from(&pkg, &start);
