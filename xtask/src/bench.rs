@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Leave llama.cpp out (it is built on first use: about 15 minutes).
     #[arg(long)]
     pub no_llama_cpp: bool,
+    /// Measure another pinned model (a name under models/, set up first with `cargo xtask
+    /// setup --model NAME`) and llama.cpp on that model's GGUF, instead of the default model.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,7 +95,10 @@ struct Setup {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let installed = setup::run(&setup::SetupArgs::default())?;
+    let installed = match &args.model {
+        None => setup::run(&setup::SetupArgs::default())?,
+        Some(model) => setup::existing(model)?,
+    };
     let scenarios = args
         .scenarios
         .iter()
@@ -105,7 +112,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "int8" => installed
                 .int8
                 .clone()
-                .context("setup produced no int8 variant")?,
+                .context("no int8 variant was set up for this model")?,
             path if path.contains('/') => PathBuf::from(path),
             other => bail!(
                 "unknown variant `{other}`; use fp32, q4, int8 or a package folder (with a `/`)"
@@ -389,12 +396,13 @@ fn report(
         );
     }
     let path = sh::root().join("target/bench-compare/results.json");
-    let doc = json!({"rows": rows, "copy_gb_s": copy_rates, "weight_bytes_per_token": bytes,
+    let model = args.model.as_deref().unwrap_or(crate::train::DEFAULT_MODEL);
+    let doc = json!({"model": model, "rows": rows, "copy_gb_s": copy_rates, "weight_bytes_per_token": bytes,
         "runners": names, "threads": args.threads, "rounds": args.rounds, "new_tokens": args.new_tokens,
         "load_average_per_round": loads, "load_average_after": load_average(), "machine": machine()});
     std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
     println!(
-        "\n{}; load average at each round's start: {}, after: {}",
+        "\nmodel {model}; {}; load average at each round's start: {}, after: {}",
         machine(),
         loads.join(" / "),
         load_average()

@@ -250,6 +250,26 @@ pub fn existing_fp32(model: &str) -> Result<PathBuf> {
     Ok(fp32)
 }
 
+/// Every package of pinned model `model` that `cargo xtask setup --model NAME` made, and its
+/// GGUF, for tools that measure it (`cargo xtask bench-compare --model NAME`). Nothing is
+/// converted: the fp32 package must be current (else the error names the setup command); q4
+/// and int8 are where setup puts them, checked by whoever uses them.
+pub fn existing(model: &str) -> Result<Installed> {
+    let fp32 = existing_fp32(model)?;
+    let root = sh::root();
+    let pin = read_pin(&pin_path(&root, model)?)?;
+    let python = ensure_venv(&root)?;
+    let gguf = ensure_gguf(&root, &python, &pin)?;
+    let int8 = fp32.with_file_name("int8");
+    Ok(Installed {
+        python,
+        q4: fp32.with_file_name("q4"),
+        int8: int8.is_dir().then_some(int8),
+        fp32,
+        gguf,
+    })
+}
+
 /// `--model`: a pin file's path (has a `/` or ends in `.toml`), or a name under models/.
 fn pin_path(root: &Path, model: &str) -> Result<PathBuf> {
     if model.contains('/') || model.ends_with(".toml") {

@@ -178,6 +178,7 @@ fn gen_output(out: ngsd_decode::Output) -> GenOutput {
         steered_tokens: out.summary.steered_tokens,
         expert_passes: out.summary.expert_forward_passes,
         finish: finish(&out.finish),
+        prompt_p: out.summary.reflection.probability,
     }
 }
 

@@ -59,6 +59,7 @@ pub mod metrics;
 mod plot;
 mod report;
 mod runner;
+mod separation;
 mod steered;
 mod store;
 mod suite;
@@ -73,6 +74,7 @@ pub use runner::{
     GenOutput, GenResult, Generator, Progress, RunSummary, generate_each, load_suite_samples,
     run_suite,
 };
+pub use separation::PairAuroc;
 pub use steered::{Shape, SteeredAnswer, has_complete_sentence};
 pub use store::{AnswerIndex, Finish, Record, ResultStore};
 pub use suite::{

@@ -90,5 +90,34 @@ pub fn answer_matches(response: &str, reference: &str) -> bool {
     }
 }
 
+/// Area under the ROC curve: the chance that a random positive scores above a random
+/// negative (ties count half). `None` without both classes.
+pub fn auroc(scores: &[f32], y: &[bool]) -> Option<f64> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let n_pos = y.iter().filter(|&&v| v).count() as f64;
+    let n_neg = y.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return None;
+    }
+    // Mann–Whitney U from mid-ranks.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let mid = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            if y[k] {
+                rank_sum += mid;
+            }
+        }
+        i = j + 1;
+    }
+    Some((rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
+}
+
 #[cfg(test)]
 mod tests;

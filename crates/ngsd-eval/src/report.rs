@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::judge::Judge;
 use crate::metrics::{answer_matches, ratio, wilson};
 use crate::runner::load_suite_samples;
+use crate::separation::{PairAuroc, Scored, matched_aurocs, pooled_auroc};
 use crate::steered::{Shape, SteeredAnswer};
 use crate::store::{AnswerIndex, Record, ResultStore};
 use crate::suite::{ConfigSpec, DatasetSpec, Label, Suite};
@@ -104,6 +105,10 @@ pub struct ConfigReport {
     pub datasets: Vec<DatasetMetrics>,
     /// Every benign answer with a steered token, and its shape.
     pub steered_benign: Vec<SteeredAnswer>,
+    /// The gate neuron's AUROC at the prompt, all harmful × all benign and per topic-matched
+    /// pair of datasets and groups; empty unless answers store p (probe reflection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompt_auroc: Vec<PairAuroc>,
 }
 
 impl ConfigReport {
@@ -252,6 +257,7 @@ impl Report {
             );
         }
         self.glance(&mut md);
+        self.auroc_section(&mut md);
         self.steered_section(&mut md);
         let first = self.configs.first();
         for (i, g) in first.map_or(&[][..], |c| &c.groups).iter().enumerate() {
@@ -266,6 +272,23 @@ impl Report {
             self.table(&mut md, &d.dataset, |c| c.datasets.get(i));
         }
         md
+    }
+
+    /// The gate neuron's AUROC at the prompt, for configurations whose answers store p.
+    fn auroc_section(&self, md: &mut String) {
+        if self.configs.iter().all(|c| c.prompt_auroc.is_empty()) {
+            return;
+        }
+        md.push_str("\n### The gate neuron at the prompt: AUROC\n\nHow well the neuron's p (probe reflection) ranks harmful prompts above benign ones: all of them, then each topic-matched pair (names equal up to the last `-`).\n\n| config | harmful | benign | prompts | AUROC |\n|---|---|---|---|---|\n");
+        for c in &self.configs {
+            for r in &c.prompt_auroc {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} + {} | {:.3} |",
+                    c.config.name, r.harmful, r.benign, r.n_harmful, r.n_benign, r.auroc
+                );
+            }
+        }
     }
 
     /// Per configuration: how many steered benign answers are refusals, complete answers or
@@ -477,7 +500,39 @@ fn config_report(c: &ConfigSpec, joins: &[DatasetJoin<'_>]) -> ConfigReport {
         groups,
         datasets,
         steered_benign: steered_benign(joins),
+        prompt_auroc: prompt_auroc(joins, &names),
     }
+}
+
+/// The pooled AUROC over the datasets, then the matched pairs of datasets and of groups, of
+/// one configuration's answers.
+fn prompt_auroc(joins: &[DatasetJoin<'_>], groups: &[&str]) -> Vec<PairAuroc> {
+    let scored = |name, parts: Vec<&DatasetJoin<'_>>| {
+        let label = parts.first()?.0.label;
+        let p = parts
+            .iter()
+            .flat_map(|d| d.2.iter().filter_map(|j| j.record.prompt_p))
+            .collect();
+        Some(Scored { name, label, p })
+    };
+    let datasets: Vec<Scored<'_>> = joins
+        .iter()
+        .filter_map(|d| scored(d.0.name.as_str(), vec![d]))
+        .collect();
+    let grouped: Vec<Scored<'_>> = groups
+        .iter()
+        .filter_map(|g| {
+            let parts = joins
+                .iter()
+                .filter(|d| d.0.group.as_deref() == Some(*g))
+                .collect();
+            scored(g, parts)
+        })
+        .collect();
+    let mut out: Vec<PairAuroc> = pooled_auroc(&datasets).into_iter().collect();
+    out.extend(matched_aurocs(&datasets));
+    out.extend(matched_aurocs(&grouped));
+    out
 }
 
 /// The benign answers with at least one steered token, each sorted into its [`Shape`].

@@ -24,6 +24,9 @@ pub struct GenOutput {
     pub expert_passes: usize,
     /// Why it stopped.
     pub finish: Finish,
+    /// The gate neuron's probability that the prompt is harmful, when the configuration
+    /// reflects by probe (what sets α); `None` otherwise.
+    pub prompt_p: Option<f32>,
 }
 
 /// One answer, or why it could not be generated.
@@ -99,6 +102,7 @@ fn record(dataset: &str, s: &Sample, out: GenOutput, time_ms: f64) -> Record {
         expert_passes: out.expert_passes,
         time_ms,
         finish: out.finish,
+        prompt_p: out.prompt_p,
     }
 }
 

@@ -52,6 +52,9 @@ pub struct Record {
     pub time_ms: f64,
     /// Why it stopped.
     pub finish: Finish,
+    /// The gate neuron's p on the prompt (probe reflection only). Absent in older lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_p: Option<f32>,
 }
 
 /// The results file of one configuration, open for appending.

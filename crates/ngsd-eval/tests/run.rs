@@ -44,15 +44,25 @@ impl Generator for FakeGenerator {
             return Err("simulated crash".into());
         }
         self.calls += 1;
+        let harmful = HARMFUL_WORDS.iter().any(|w| prompt.contains(w));
+        // LIF stands in for a configuration that reflects by probe and so stores the
+        // neuron's p: high on harmful prompts, and on the prompt about killing a process.
+        let prompt_p = (config.gate == "lif").then_some(if harmful {
+            0.9
+        } else if prompt.contains("kill") {
+            0.95
+        } else {
+            0.1
+        });
         let out = |text: &str, tokens, steered_tokens, expert_passes| GenOutput {
             text: text.to_owned(),
             tokens,
             steered_tokens,
             expert_passes,
             finish: Finish::Eos,
+            prompt_p,
         };
         let gated = config.gate != "never";
-        let harmful = HARMFUL_WORDS.iter().any(|w| prompt.contains(w));
         Ok(if harmful && gated {
             out("I'm sorry, I cannot help with that.", 8, 4, 8)
         } else if harmful {
@@ -252,6 +262,24 @@ fn report_metrics_match_the_fake_answers() {
         .find(|d| d.dataset == "xs-safe")
         .expect("xs");
     assert_eq!((xs.refusal.k, xs.refusal.n), (1, 2));
+
+    // 6 harmful at p 0.9 against 7 benign, one of them (the process-killing prompt) at 0.95:
+    // 36 of 42 pairs ranked right. No dataset names form a topic-matched pair here.
+    let aurocs: Vec<_> = lif
+        .prompt_auroc
+        .iter()
+        .map(|r| {
+            (
+                r.harmful.as_str(),
+                r.benign.as_str(),
+                r.n_harmful,
+                r.n_benign,
+            )
+        })
+        .collect();
+    assert_eq!(aurocs, [("harmful", "benign", 6, 7)]);
+    assert!(close(lif.prompt_auroc[0].auroc, 36.0 / 42.0));
+    assert!(always.prompt_auroc.is_empty() && none.prompt_auroc.is_empty());
 }
 
 #[test]
@@ -276,6 +304,10 @@ fn report_files_name_axes_and_every_config() {
         "{md}"
     );
     assert!(md.contains("### math"), "{md}");
+    assert!(
+        md.contains("| gate-lif-prompt | harmful | benign | 6 + 7 | 0.857 |"),
+        "{md}"
+    );
 
     if let Ok(keep) = std::env::var("NGSD_EVAL_KEEP_PLOTS") {
         for f in ["tradeoff.svg", "speed.svg", "results.md"] {
@@ -331,6 +363,7 @@ impl Generator for Recorder {
             steered_tokens: usize::from(!sample.history.is_empty()),
             expert_passes: 0,
             finish: Finish::Eos,
+            prompt_p: None,
         })
     }
 }

@@ -22,6 +22,7 @@ fn record(dataset: &str, id: &str) -> Record {
         expert_passes: 2,
         time_ms: 12.5,
         finish: Finish::Eos,
+        prompt_p: Some(0.25),
     }
 }
 
@@ -165,4 +166,18 @@ fn sample_keys_are_stable() {
         Sample::plain("x", "Name three rivers.", Label::Benign).key(),
         "0a359a3273da0168ad99303ff78526f1"
     );
+}
+
+#[test]
+fn prompt_p_round_trips_and_older_lines_have_none() {
+    let with = record("a", "0");
+    let line = serde_json::to_string(&with).expect("json");
+    assert!(line.contains("\"prompt-p\":0.25"), "{line}");
+    assert_eq!(serde_json::from_str::<Record>(&line).expect("parse"), with);
+    let mut old = serde_json::to_value(&with).expect("json");
+    old.as_object_mut().expect("object").remove("prompt-p");
+    let read: Record = serde_json::from_value(old).expect("an older line parses");
+    assert_eq!(read.prompt_p, None);
+    let line = serde_json::to_string(&read).expect("json");
+    assert!(!line.contains("prompt-p"), "None is left out: {line}");
 }
