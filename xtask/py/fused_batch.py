@@ -15,6 +15,10 @@ does not batch it yet; this script measures what it would give:
     copied into a two-row cache and decoded together with per-row `seqlens_k`. Prints the
     greedy tokens of both ways and the largest logit difference up to the first token where
     they part.
+  * kernel paths: one prompt in 1, 2, 4 and 8 identical rows, prefilled together, then one
+    decode step. Prints the largest logit difference of each against 2 rows, for the prefill
+    and for the step: it shows whether a difference comes from the batch (rows, lengths) or
+    from ONNX Runtime taking another kernel for a single row.
 """
 
 from __future__ import annotations
@@ -129,6 +133,20 @@ def agreement(f: Fused, steps: int) -> dict:
             "max_logit_diff_while_same": diff}
 
 
+def kernel_paths(f: Fused, prompt: list[int]) -> dict:
+    out = {}
+    for rows in (1, 2, 4, 8):
+        io, _ = f.cache(rows)
+        first = f.step(io, [prompt] * rows, [0] * rows)
+        step = f.step(io, [[int(first[0].argmax())]] * rows, [len(prompt)] * rows)
+        out[rows] = (first[0], step[0], float(np.abs(step - step[0]).max()))
+    diff = lambda a, b: float(np.abs(a - b).max())  # noqa: E731
+    return {"prompt_tokens": len(prompt),
+            "prefill_diff_vs_2_rows": {r: diff(v[0], out[2][0]) for r, v in out.items()},
+            "step_diff_vs_2_rows": {r: diff(v[1], out[2][1]) for r, v in out.items()},
+            "rows_differ_within_a_step": max(v[2] for v in out.values())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, required=True)
@@ -142,6 +160,8 @@ def main() -> int:
         print(f"fused_batch.py: cannot open {args.model} as a q4 package: {e}", file=sys.stderr)
         return 2
     print(json.dumps(agreement(f, 8)), flush=True)
+    for prompt in ([1, 504, 3458, 314, 2994, 28, 17, 30, 2], [1, 1111, 2222, 33, 44, 555, 66, 7, 8, 99, 100, 101]):
+        print(json.dumps(kernel_paths(f, prompt)), flush=True)
     for b in (int(x) for x in args.batch.split(",")):
         print(json.dumps(speed(f, b, args.steps)), flush=True)
     return 0
