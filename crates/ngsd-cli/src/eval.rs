@@ -202,20 +202,15 @@ impl Generator for DecoderGenerator {
         Ok(gen_output(out))
     }
 
-    /// Up to `--batch` samples decoded at once; one at a time when the batch is 1, the
-    /// configuration's expert cannot fork (a model expert) or the model is a fused (q4) graph.
+    /// Up to `--batch` samples decoded at once; one at a time when the batch is 1 or the
+    /// configuration's expert cannot fork (a model expert).
     fn generate_many(
         &mut self,
         config: &ConfigSpec,
         samples: &[&Sample],
         done: &mut dyn FnMut(usize, GenResult, f64),
     ) {
-        // A fused (q4) graph's shared cache does not batch yet: one at a time there.
-        let n = if self.models.base.has_shared_cache() {
-            1
-        } else {
-            self.batch.min(samples.len())
-        };
+        let n = self.batch.min(samples.len());
         if let Err(e) = self.prepare(config) {
             return done(0, Err(e), 0.0);
         }

@@ -91,9 +91,11 @@ struct EvalArgs {
     gate_dirs: Vec<PathBuf>,
     /// Samples decoded at once: their decode steps share one forward pass of the base model,
     /// each keeps its own gate, expert and reflection, and the answers equal one-at-a-time
-    /// decoding. 1 decodes one at a time (as do a configuration whose expert is a second model
-    /// and a fused q4 package, which does not batch yet). Each answer's stored time is its own start-to-end time inside the batch, so
-    /// the reports' tok/s is per request under that load: use --batch 1 to compare speeds.
+    /// decoding (fp32). On a q4 package every batch of 2 or more gives the same answers, which
+    /// may differ slightly from --batch 1 (ONNX Runtime rounds a single row differently). 1
+    /// decodes one at a time, as does a configuration whose expert is a second model. Each
+    /// answer's stored time is its own start-to-end time inside the batch, so the reports'
+    /// tok/s is per request under that load: use --batch 1 to compare speeds.
     #[arg(long, value_name = "N", default_value_t = 16)]
     batch: usize,
     #[command(flatten)]

@@ -93,9 +93,15 @@ fn history_and_raw_text_reach_the_model_batched_or_not() {
 }
 
 #[test]
-fn a_fused_package_is_evaluated_one_at_a_time_under_any_batch() {
-    // The q4 graph's shared cache does not batch yet: --batch must not make it fail.
+fn a_fused_package_gives_the_same_answers_in_any_batch() {
+    // On the q4 graph each sample decodes in its own slot: whether its batch holds all four
+    // samples or two at a time, its answer is the same.
     let q4 = model_dir().with_file_name("q4");
     let answers = eval_shapes_on(&q4, 16);
     assert_eq!(answers.len(), 4);
+    assert_eq!(
+        eval_shapes_on(&q4, 2),
+        answers,
+        "the batch changed an answer"
+    );
 }

@@ -133,3 +133,47 @@ async fn a_full_batch_and_a_full_queue_answer_429() {
     let answered = queued.await.unwrap().unwrap();
     assert_eq!(answered.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn a_q4_server_batches_and_answers_as_it_does_one_request_at_a_time() {
+    // On the fused q4 graph each request decodes in its own slot of the shared buffers: with
+    // eight at once its answer equals the one it gets alone, bit for bit.
+    let s = ServeProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_ngsd")),
+        &ngsd_test_support::model_dir_q4(),
+        &["--workers", "8"],
+        &[],
+    );
+    let prompts = &PROMPTS[..8];
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(ask(&s, p).await);
+    }
+    let tasks: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let url = s.url("/v1/chat/completions");
+            let body = chat_body(p, 12);
+            tokio::spawn(async move {
+                let r = client().post(url).json(&body).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                answer(&r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), alone[i], "prompt {i}: {}", prompts[i]);
+    }
+    let steps = metric(&s, "ngsd_batch_rows_count").await;
+    let rows = metric(&s, "ngsd_batch_rows_sum").await;
+    assert!(
+        rows / steps > 1.2,
+        "{rows} rows in {steps} steps: the q4 engine did not batch"
+    );
+    let log: Vec<String> = s.stderr.try_iter().collect();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("panicked") || l.contains("one request at a time")),
+        "{log:?}"
+    );
+}

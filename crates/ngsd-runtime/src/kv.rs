@@ -12,7 +12,7 @@
 //!
 //! Batching (several sequences in one pass) maps onto the `slots` dimension: slot `b` is the
 //! contiguous region `[b, .., .., ..]` with its own length in `seqlens_k[b]`. A cache here holds
-//! one slot; the layout leaves room for more.
+//! one slot; a batch of a fused graph ([`crate::Batch`]) holds several.
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
@@ -107,8 +107,10 @@ fn keep_rows(value: &DynValue, len: usize) -> Result<DynValue> {
 
 /// Preallocated key/value buffers bound to a session (the fused layout).
 pub(crate) struct SharedKv {
-    /// `2 × layers` buffers `[1, kv_heads, capacity, head_dim]`: key then value per layer.
+    /// `2 × layers` buffers `[slots, kv_heads, capacity, head_dim]`: key then value per layer.
     buffers: Vec<Tensor<f32>>,
+    /// Sequences the buffers hold side by side (1 for a single sequence's cache).
+    pub(crate) slots: usize,
     pub(crate) capacity: usize,
     heads: usize,
     dim: usize,
@@ -136,24 +138,38 @@ fn cpu_memory() -> Result<MemoryInfo<'static>> {
     .map_err(Error::run)
 }
 
+/// The shape of a set of shared buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Sequences side by side.
+    pub slots: usize,
+    /// Key/value heads.
+    pub heads: usize,
+    /// Positions per sequence.
+    pub capacity: usize,
+    /// Head dimension.
+    pub dim: usize,
+}
+
 impl SharedKv {
-    /// Buffers of `capacity` positions (at least [`MIN_CAPACITY`], at most `max`), zeroed and
+    /// Buffers of `geometry` (capacity at least [`MIN_CAPACITY`], at most `max`), zeroed and
     /// bound to `session`.
     pub(crate) fn new(
         session: &Session,
         names: &SharedNames<'_>,
-        heads: usize,
-        dim: usize,
-        capacity: usize,
+        geometry: Geometry,
         max: usize,
     ) -> Result<Self> {
-        let capacity = capacity.max(MIN_CAPACITY).min(max);
+        let Geometry {
+            slots, heads, dim, ..
+        } = geometry;
+        let capacity = geometry.capacity.max(MIN_CAPACITY).min(max);
         let allocator = Allocator::default();
         let mut buffers = names
             .past
             .iter()
             .map(|_| {
-                let mut t = Tensor::<f32>::new(&allocator, [1usize, heads, capacity, dim])
+                let mut t = Tensor::<f32>::new(&allocator, [slots, heads, capacity, dim])
                     .map_err(Error::run)?;
                 t.extract_tensor_mut().1.fill(0.0);
                 Ok(t)
@@ -162,6 +178,7 @@ impl SharedKv {
         let binding = bind(session, names, &mut buffers)?;
         Ok(SharedKv {
             buffers,
+            slots,
             capacity,
             heads,
             dim,
@@ -198,7 +215,8 @@ impl SharedKv {
         Ok(())
     }
 
-    /// A new cache of at least `capacity` positions holding a copy of the first `len` rows.
+    /// A new single-sequence cache of at least `capacity` positions holding a copy of the
+    /// first `len` positions of slot 0.
     pub(crate) fn copy(
         &self,
         session: &Session,
@@ -207,17 +225,30 @@ impl SharedKv {
         capacity: usize,
         max: usize,
     ) -> Result<Self> {
-        let mut fresh = SharedKv::new(session, names, self.heads, self.dim, capacity, max)?;
-        let (old_cap, new_cap, d) = (self.capacity, fresh.capacity, self.dim);
-        for (src, dst) in self.buffers.iter().zip(fresh.buffers.iter_mut()) {
-            let from = src.extract_tensor().1;
-            let to = dst.extract_tensor_mut().1;
-            for h in 0..self.heads {
-                to[h * new_cap * d..][..len * d]
-                    .copy_from_slice(&from[h * old_cap * d..][..len * d]);
+        let geometry = Geometry {
+            slots: 1,
+            heads: self.heads,
+            capacity,
+            dim: self.dim,
+        };
+        let mut fresh = SharedKv::new(session, names, geometry, max)?;
+        fresh.copy_slot(0, self, 0, len);
+        Ok(fresh)
+    }
+
+    /// Copies the first `len` positions of `src`'s slot `from` into this cache's slot `to`
+    /// (same heads and head dimension; the capacities may differ).
+    pub(crate) fn copy_slot(&mut self, to: usize, src: &SharedKv, from: usize, len: usize) {
+        let (src_cap, dst_cap, d, heads) = (src.capacity, self.capacity, self.dim, self.heads);
+        for (s, t) in src.buffers.iter().zip(self.buffers.iter_mut()) {
+            let from_data = s.extract_tensor().1;
+            let to_data = t.extract_tensor_mut().1;
+            for h in 0..heads {
+                let at = |slot: usize, cap: usize| ((slot * heads + h) * cap) * d;
+                to_data[at(to, dst_cap)..][..len * d]
+                    .copy_from_slice(&from_data[at(from, src_cap)..][..len * d]);
             }
         }
-        Ok(fresh)
     }
 }
 

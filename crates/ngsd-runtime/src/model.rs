@@ -11,6 +11,7 @@
 //!   allocation per token on the hot path).
 
 mod batch;
+mod slots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -20,7 +21,7 @@ use ort::value::{DynValue, Tensor, TensorRef, ValueType};
 
 use crate::error::{Error, Result};
 use crate::graph_io::{self, GraphIo, InputSlot};
-use crate::kv::{KvCache, SharedKv, SharedNames, Store};
+use crate::kv::{Geometry, KvCache, SharedKv, SharedNames, Store};
 use crate::ortlib;
 use crate::package::ModelPackage;
 use crate::provider::Provider;
@@ -133,19 +134,26 @@ impl ForwardOut {
     /// Row `r` of `from` (a batched step's output: one row per sequence) as a one-row output,
     /// as a single sequence's step would have written it.
     pub fn set_row_of(&mut self, from: &ForwardOut, r: usize, vocab: usize, hidden: usize) {
+        self.gather_rows(from, &[r], vocab, hidden);
+    }
+
+    /// Rows `rows` of `from` (one row of logits and of hidden states each), in that order.
+    pub fn gather_rows(&mut self, from: &ForwardOut, rows: &[usize], vocab: usize, hidden: usize) {
         self.clear();
-        self.logits
-            .extend_from_slice(&from.logits[r * vocab..(r + 1) * vocab]);
-        if !from.hidden.is_empty() {
-            self.hidden
-                .extend_from_slice(&from.hidden[r * hidden..(r + 1) * hidden]);
-        }
         self.layers.resize_with(from.layers.len(), Vec::new);
-        for (to, layer) in self.layers.iter_mut().zip(&from.layers) {
-            to.extend_from_slice(&layer[r * hidden..(r + 1) * hidden]);
+        for &r in rows {
+            self.logits
+                .extend_from_slice(&from.logits[r * vocab..(r + 1) * vocab]);
+            if !from.hidden.is_empty() {
+                self.hidden
+                    .extend_from_slice(&from.hidden[r * hidden..(r + 1) * hidden]);
+            }
+            for (to, layer) in self.layers.iter_mut().zip(&from.layers) {
+                to.extend_from_slice(&layer[r * hidden..(r + 1) * hidden]);
+            }
         }
-        self.rows = 1;
-        self.hidden_rows = 1;
+        self.rows = rows.len();
+        self.hidden_rows = rows.len();
     }
 
     /// Adds one chunk's rows to what a whole pass over the chunks reports for `positions`
@@ -453,9 +461,7 @@ impl Model {
             Store::Shared(Box::new(SharedKv::new(
                 &self.session,
                 &self.shared_names(),
-                self.kv_heads,
-                self.head_dim,
-                positions,
+                self.geometry(1, positions),
                 self.max_context(),
             )?))
         } else {
@@ -471,6 +477,16 @@ impl Model {
             )
         };
         Ok(KvCache { store, len: 0 })
+    }
+
+    /// Shared buffers of `slots` sequences with room for `capacity` positions each.
+    fn geometry(&self, slots: usize, capacity: usize) -> Geometry {
+        Geometry {
+            slots,
+            heads: self.kv_heads,
+            capacity,
+            dim: self.head_dim,
+        }
     }
 
     fn shared_names(&self) -> SharedNames<'_> {
@@ -690,29 +706,43 @@ impl Model {
             Positions::All => n,
             Positions::Last | Positions::AllHidden => 1,
         };
+        let step = FusedStep {
+            ids: ids.iter().map(|&t| i64::from(t)).collect(),
+            rows: 1,
+            seqlens_k: vec![total as i32 - 1],
+            total: total as i32,
+            keep,
+        };
+        self.run_fused(kv, step)?;
+        let outputs = self.session.run_binding(&kv.binding).map_err(Error::run)?;
+        self.layout.copy(&outputs, n, keep, positions, out)
+    }
+
+    /// Binds one pass's small inputs of a fused graph (the cache buffers are bound already)
+    /// and fresh allocations for the outputs read back.
+    pub(crate) fn run_fused(&self, kv: &mut SharedKv, step: FusedStep) -> Result<()> {
         kv.rebind_read_back(&self.read_back)?;
         let binding = &mut kv.binding;
+        let per_row = step.ids.len() / step.rows.max(1);
         for (slot, name) in self.io.slots.iter().zip(&self.io.input_names) {
             let bound = match slot {
                 InputSlot::InputIds => binding.bind_input(
                     name.as_str(),
-                    &Tensor::from_array((
-                        [1usize, n],
-                        ids.iter().map(|&t| i64::from(t)).collect::<Vec<_>>(),
-                    ))
-                    .map_err(Error::run)?,
+                    &Tensor::from_array(([step.rows, per_row], step.ids.clone()))
+                        .map_err(Error::run)?,
                 ),
                 InputSlot::SeqLensK => binding.bind_input(
                     name.as_str(),
-                    &Tensor::from_array(([1usize], vec![total as i32 - 1])).map_err(Error::run)?,
+                    &Tensor::from_array(([step.rows], step.seqlens_k.clone()))
+                        .map_err(Error::run)?,
                 ),
                 InputSlot::TotalSequenceLength => binding.bind_input(
                     name.as_str(),
-                    &Tensor::from_array(((), vec![total as i32])).map_err(Error::run)?,
+                    &Tensor::from_array(((), vec![step.total])).map_err(Error::run)?,
                 ),
                 InputSlot::LogitsToKeep => binding.bind_input(
                     name.as_str(),
-                    &Tensor::from_array(([1usize], vec![keep as i64])).map_err(Error::run)?,
+                    &Tensor::from_array(([1usize], vec![step.keep as i64])).map_err(Error::run)?,
                 ),
                 InputSlot::Past(_) => Ok(()),
                 other => {
@@ -723,9 +753,22 @@ impl Model {
             };
             bound.map_err(Error::run)?;
         }
-        let outputs = self.session.run_binding(binding).map_err(Error::run)?;
-        self.layout.copy(&outputs, n, keep, positions, out)
+        Ok(())
     }
+}
+
+/// The small inputs of one pass of a fused graph.
+pub(crate) struct FusedStep {
+    /// `rows × n` token ids, row-major.
+    pub ids: Vec<i64>,
+    /// Sequences (slots) fed.
+    pub rows: usize,
+    /// Per row: positions held after this pass, minus one.
+    pub seqlens_k: Vec<i32>,
+    /// The longest row's positions after this pass.
+    pub total: i32,
+    /// Logits kept per row (the last ones).
+    pub keep: usize,
 }
 
 /// Cache geometry (kv heads, head dim) from the graph's first past key input (dims 1 and 3),

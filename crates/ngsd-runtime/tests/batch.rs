@@ -216,6 +216,19 @@ fn bad_batch_input_is_refused_with_a_reason() {
         "{err}"
     );
     let q4 = common::load_dir(&common::q4_dir());
-    let err = q4.new_batch().unwrap_err();
-    assert!(err.to_string().contains("not implemented yet"), "{err}");
+    let mut fused = q4.new_batch().unwrap();
+    let (cache, _) = prefilled(&mut model, &prompts[3]);
+    let err = q4.join(&mut fused, &cache).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("an Optimum-layout cache cannot join a fused graph's batch"),
+        "{err}"
+    );
+    let err = model
+        .join(&mut batch, &q4.new_cache().unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("prefill the prompt first"),
+        "{err}"
+    );
 }

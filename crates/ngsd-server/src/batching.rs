@@ -4,9 +4,9 @@
 //! fork of the expert (gates and experts keep per-request state); its settings, α override,
 //! streaming, cancellation and deadline are its own, as in the one-at-a-time path.
 //!
-//! An engine batches when its base model can ([`ngsd_runtime::Model::new_batch`]: not the
-//! fused q4 graphs yet), its expert forks (not a model expert) and every gate forks (plugin
-//! gates do). Otherwise it answers one request at a time.
+//! An engine batches when its base model can ([`ngsd_runtime::Model::new_batch`]: fp32 and
+//! q4 packages do), its expert forks (not a model expert) and every gate forks (plugin gates
+//! do). Otherwise it answers one request at a time.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::Receiver;

@@ -1,9 +1,11 @@
-//! Several sequences decoded in one forward pass: a padded batch of Optimum-layout caches.
+//! Several sequences decoded in one forward pass.
 //!
 //! A decode step reads every weight to produce one token; with B sequences in one pass it reads
-//! them once for B tokens. The batch keeps the key/value cache of all its rows in one set of
-//! ONNX Runtime values `[rows, kv_heads, width, head_dim]`, and each row its own attention mask
-//! over the `width` columns:
+//! them once for B tokens. A fused graph keeps each sequence in a slot of its shared buffers
+//! (model/slots.rs). An Optimum-layout graph (the fp32 reference) uses a padded batch: it keeps
+//! the key/value cache of all its rows in one set of ONNX Runtime values
+//! `[rows, kv_heads, width, head_dim]`, and each row its own attention mask over the `width`
+//! columns:
 //! - a row that joins brings the cache of its own prefill ([`Model::join`]); it is placed in the
 //!   last columns and the columns before it are masked out (left padding);
 //! - every step feeds one token per row, appends one column for all rows, and positions each
@@ -12,16 +14,27 @@
 //!   ([`Model::leave`]); a row rolled back ([`Batch::truncate_row`]) masks its last columns.
 //!
 //! Joining and leaving copy the cache (a few MB), as every Optimum step already does when the
-//! graph concatenates past and present. Fused graphs (shared buffers) are not batched yet.
+//! graph concatenates past and present.
 
 use ort::value::{DynValue, Tensor};
 
+use super::slots::Slots;
 use super::{ForwardOut, Model, Positions};
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, Store};
 
-/// The caches of the sequences decoded together, and each one's mask.
+/// The caches of the sequences decoded together.
 pub struct Batch {
+    inner: Inner,
+}
+
+enum Inner {
+    Padded(Padded),
+    Slots(Slots),
+}
+
+/// An Optimum-layout batch: the caches side by side, each row with its mask.
+struct Padded {
     /// `2 × layers` values `[rows, kv_heads, width, head_dim]`: key then value per layer.
     past: Vec<DynValue>,
     width: usize,
@@ -42,8 +55,8 @@ struct Row {
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
-            .field("rows", &self.rows.len())
-            .field("width", &self.width)
+            .field("rows", &self.len())
+            .field("width", &self.width())
             .finish()
     }
 }
@@ -51,35 +64,57 @@ impl std::fmt::Debug for Batch {
 impl Batch {
     /// Number of sequences in the batch.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        match &self.inner {
+            Inner::Padded(p) => p.rows.len(),
+            Inner::Slots(s) => s.len(),
+        }
     }
 
     /// Whether the batch holds no sequence.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 
-    /// Columns of the cache (the longest history, plus padding left by rows that left or rolled
-    /// back).
+    /// Positions a step attends over: the padded cache's columns (the longest history, plus
+    /// padding left by rows that left or rolled back), or a fused batch's longest sequence.
     pub fn width(&self) -> usize {
-        self.width
+        match &self.inner {
+            Inner::Padded(p) => p.width,
+            Inner::Slots(s) => s.longest(),
+        }
     }
 
     /// Positions row `row` holds.
     pub fn row_len(&self, row: usize) -> Option<usize> {
-        self.rows.get(row).map(|r| r.len)
+        match &self.inner {
+            Inner::Padded(p) => p.rows.get(row).map(|r| r.len),
+            Inner::Slots(s) => s.row_len(row),
+        }
     }
 
-    /// Rolls row `row` back to its first `len` positions: its later columns are masked out and
-    /// its next token is placed at position `len`.
+    /// Rolls row `row` back to its first `len` positions: its next token is placed at
+    /// position `len` (a padded batch masks the later columns out).
     pub fn truncate_row(&mut self, row: usize, len: usize) -> Result<()> {
-        let r = self.rows.get_mut(row).ok_or_else(|| no_row(row))?;
-        if len > r.len {
+        let held = self.row_len(row).ok_or_else(|| no_row(row))?;
+        if len > held {
             return Err(Error::InvalidArgument {
                 name: "row length",
-                reason: format!("cannot truncate a row of {} positions to {len}", r.len),
+                reason: format!("cannot truncate a row of {held} positions to {len}"),
             });
         }
+        match &mut self.inner {
+            Inner::Padded(p) => p.truncate_row(row, len),
+            Inner::Slots(s) => {
+                s.truncate_row(row, len);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Padded {
+    fn truncate_row(&mut self, row: usize, len: usize) {
+        let r = &mut self.rows[row];
         let mut kept = 0;
         for m in r.mask.iter_mut().filter(|m| **m == 1) {
             if kept == len {
@@ -89,7 +124,6 @@ impl Batch {
             }
         }
         r.len = len;
-        Ok(())
     }
 }
 
@@ -126,44 +160,91 @@ fn cache_tensor(shape: [usize; 4], data: Vec<f32>) -> Result<DynValue> {
 }
 
 impl Model {
-    /// An empty batch for this model. Batching needs an Optimum-layout graph (the fp32
-    /// reference); a fused graph is refused.
+    /// An empty batch for this model: slots of shared buffers for a fused graph, a padded batch
+    /// for an Optimum-layout one.
     pub fn new_batch(&self) -> Result<Batch> {
         if self.io.shared_kv {
-            return Err(Error::Unsupported {
-                path: self.onnx_path(),
-                reason: "batched decoding of fused graphs (shared key/value buffers) is not \
-                         implemented yet; use the fp32 package"
-                    .into(),
+            return Ok(Batch {
+                inner: Inner::Slots(Slots::new()),
             });
         }
         let past = (0..2 * self.io.num_layers)
             .map(|_| cache_tensor([0, self.kv_heads, 0, self.head_dim], Vec::new()))
             .collect::<Result<_>>()?;
         Ok(Batch {
-            past,
-            width: 0,
-            rows: Vec::new(),
-            heads: self.kv_heads,
-            dim: self.head_dim,
+            inner: Inner::Padded(Padded {
+                past,
+                width: 0,
+                rows: Vec::new(),
+                heads: self.kv_heads,
+                dim: self.head_dim,
+            }),
         })
     }
 
     /// Adds the sequence whose cache is `cache` (its own prefill, from [`Model::new_cache`] and
     /// [`Model::forward`] or [`Model::prefill`]) as the batch's last row; returns its index.
     pub fn join(&self, batch: &mut Batch, cache: &KvCache) -> Result<usize> {
-        let Store::Values(values) = &cache.store else {
-            return Err(Error::InvalidArgument {
-                name: "cache",
-                reason: "a fused graph's cache cannot join a batch".into(),
-            });
-        };
         if cache.is_empty() {
             return Err(Error::InvalidArgument {
                 name: "cache",
                 reason: "an empty cache cannot join a batch: prefill the prompt first".into(),
             });
         }
+        match &mut batch.inner {
+            Inner::Padded(p) => p.join(cache),
+            Inner::Slots(s) => s.join(self, cache),
+        }
+    }
+
+    /// Removes row `row` (the rows after it move up by one).
+    pub fn leave(&self, batch: &mut Batch, row: usize) -> Result<()> {
+        let left = match &mut batch.inner {
+            Inner::Padded(p) => p.leave(row)?,
+            Inner::Slots(s) => s.leave(self, row)?,
+        };
+        if left { Ok(()) } else { Err(no_row(row)) }
+    }
+
+    /// One decode step for every row: `tokens[r]` is fed to row `r`; `out` receives one row of
+    /// logits and hidden states per batch row, in row order.
+    pub fn step_batch(
+        &mut self,
+        batch: &mut Batch,
+        tokens: &[u32],
+        out: &mut ForwardOut,
+    ) -> Result<()> {
+        let b = batch.len();
+        if tokens.len() != b || b == 0 {
+            return Err(Error::InvalidArgument {
+                name: "batch tokens",
+                reason: format!("{} tokens for a batch of {b} rows", tokens.len()),
+            });
+        }
+        let longest = (0..b).filter_map(|r| batch.row_len(r)).max().unwrap_or(0);
+        if longest >= self.max_context() {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: longest + 1,
+                max_context: self.max_context(),
+            });
+        }
+        match &mut batch.inner {
+            Inner::Padded(p) => self.step_padded(p, tokens, out),
+            Inner::Slots(s) => s.step(self, tokens, out),
+        }
+    }
+}
+
+impl Padded {
+    /// [`Model::join`] for a padded batch.
+    fn join(&mut self, cache: &KvCache) -> Result<usize> {
+        let batch = self;
+        let Store::Values(values) = &cache.store else {
+            return Err(Error::InvalidArgument {
+                name: "cache",
+                reason: "a fused graph's cache cannot join a padded batch".into(),
+            });
+        };
         let (len, old_rows) = (cache.len(), batch.rows.len());
         let width = batch.width.max(len);
         let (heads, dim) = (batch.heads, batch.dim);
@@ -207,10 +288,11 @@ impl Model {
     }
 
     /// Removes row `row` (the rows after it move up by one), then cuts the columns that no
-    /// remaining row attends to.
-    pub fn leave(&self, batch: &mut Batch, row: usize) -> Result<()> {
+    /// remaining row attends to; false when there is no such row.
+    fn leave(&mut self, row: usize) -> Result<bool> {
+        let batch = self;
         if row >= batch.rows.len() {
-            return Err(no_row(row));
+            return Ok(false);
         }
         batch.rows.remove(row);
         let cut = (0..batch.width)
@@ -235,30 +317,19 @@ impl Model {
         }
         batch.past = past;
         batch.width = width;
-        Ok(())
+        Ok(true)
     }
+}
 
-    /// One decode step for every row: `tokens[r]` is fed to row `r`; `out` receives one row of
-    /// logits and hidden states per batch row, in row order.
-    pub fn step_batch(
+impl Model {
+    /// [`Model::step_batch`] for a padded batch.
+    fn step_padded(
         &mut self,
-        batch: &mut Batch,
+        batch: &mut Padded,
         tokens: &[u32],
         out: &mut ForwardOut,
     ) -> Result<()> {
         let b = batch.rows.len();
-        if tokens.len() != b || b == 0 {
-            return Err(Error::InvalidArgument {
-                name: "batch tokens",
-                reason: format!("{} tokens for a batch of {b} rows", tokens.len()),
-            });
-        }
-        if let Some(r) = batch.rows.iter().find(|r| r.len >= self.max_context()) {
-            return Err(Error::ContextOverflow {
-                prompt_tokens: r.len + 1,
-                max_context: self.max_context(),
-            });
-        }
         let total = batch.width + 1;
         self.ids_buf.clear();
         self.ids_buf.extend(tokens.iter().map(|&t| i64::from(t)));
