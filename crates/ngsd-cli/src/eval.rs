@@ -92,15 +92,22 @@ impl DecoderGenerator {
             ngsd_eval::Reflection::Off => Reflection::Fixed(config.alpha),
             ngsd_eval::Reflection::Generative => Reflection::generative(),
             ngsd_eval::Reflection::Probe => {
-                if self.trained.gate.is_none() {
+                // The probe reads the configuration's own neuron when its sigmoid gate names
+                // one (`weights`), else the model's trained neuron.
+                let params = if config.gate == "sigmoid"
+                    && safety::names_weights(&config.gate_config)
+                {
+                    format!("{}\nmonitor = false", config.gate_config)
+                } else if self.trained.gate.is_some() {
+                    self.trained.gate_params("sigmoid", "monitor = false")
+                } else {
                     return Err(format!(
-                        "configuration `{}`: probe reflection needs the model's trained neuron ({}), and there is none",
+                        "configuration `{}`: probe reflection needs the model's trained neuron ({}), and there is none; or name one with a sigmoid gate's `weights`",
                         config.name,
                         safety::GATE_FILE
                     )
                     .into());
-                }
-                let params = self.trained.gate_params("sigmoid", "monitor = false");
+                };
                 Reflection::Probe {
                     gate: safety::load_gate("sigmoid", &params, &self.dirs, &self.models.base)
                         .map_err(|e| format!("configuration `{}`: {e:#}", config.name))?,

@@ -122,7 +122,7 @@ fn made_for(path: &Path, onnx_sha: Option<&str>) -> bool {
     match (trained_model_sha256(path), onnx_sha) {
         (Some(want), Some(have)) if want != have => {
             tracing::warn!(
-                "not using {}: it was trained on another build of this model (model sha256 {want}, this package's is {have}); the untrained defaults apply unless it is named explicitly",
+                "not using {}: it was trained on another build of this model (model sha256 {want}, this package's is {have}); the untrained defaults apply (naming it explicitly is refused the same way); train files for this build with `ngsd train` and --model pointing at it",
                 path.display()
             );
             false
@@ -131,14 +131,18 @@ fn made_for(path: &Path, onnx_sha: Option<&str>) -> bool {
     }
 }
 
-/// Adds `weights = "<path>"` to gate parameters that name none.
-pub fn with_weights(params: &str, weights: Option<&Path>) -> String {
-    let has = params.split([';', '\n']).any(|item| {
+/// Whether gate parameters `params` name a `weights` file.
+pub fn names_weights(params: &str) -> bool {
+    params.split([';', '\n']).any(|item| {
         item.split_once('=')
             .is_some_and(|(k, _)| k.trim() == "weights")
-    });
+    })
+}
+
+/// Adds `weights = "<path>"` to gate parameters that name none.
+pub fn with_weights(params: &str, weights: Option<&Path>) -> String {
     match weights {
-        Some(w) if !has => {
+        Some(w) if !names_weights(params) => {
             let quoted = w
                 .display()
                 .to_string()

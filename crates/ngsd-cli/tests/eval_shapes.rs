@@ -105,3 +105,47 @@ fn a_fused_package_gives_the_same_answers_in_any_batch() {
         "the batch changed an answer"
     );
 }
+
+#[test]
+fn a_probe_reads_the_neuron_its_configuration_names_and_stores_p() {
+    // The default model under another name, so that no trained files are found for it: only
+    // the neuron the configuration names can drive the probe, and each answer stores its p.
+    let renamed = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let to = renamed.path().join(path.file_name().unwrap());
+        if path.file_name().unwrap() == "ngsd-model.json" {
+            let mut m: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            m["name"] = "renamed-for-a-test".into();
+            std::fs::write(to, m.to_string()).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&path, to).unwrap();
+        }
+    }
+    let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe-suite.toml");
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_ngsd"))
+        .args(["eval", "--suite", suite.to_str().unwrap(), "--out"])
+        .arg(out.path())
+        .arg("--model")
+        .arg(renamed.path())
+        .env("NGSD_THREADS", "2")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let stored = std::fs::read_to_string(out.path().join("runs/named.jsonl")).unwrap();
+    assert!(!stored.is_empty());
+    for line in stored.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p = r["prompt-p"].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&p), "no neuron p stored: {line}");
+    }
+    let report = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(
+        report.contains("| named | sigmoid | none | probe |"),
+        "{report}"
+    );
+}
