@@ -53,6 +53,22 @@ async fn ask(s: &ServeProcess, prompt: &str) -> Value {
     answer(&v)
 }
 
+/// Sends every prompt at once; each task gives its answer.
+fn ask_all(s: &ServeProcess, prompts: &[&str]) -> Vec<tokio::task::JoinHandle<Value>> {
+    prompts
+        .iter()
+        .map(|p| {
+            let url = s.url("/v1/chat/completions");
+            let body = chat_body(p, 12);
+            tokio::spawn(async move {
+                let r = client().post(url).json(&body).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                answer(&r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn sixteen_concurrent_answers_equal_their_answers_alone() {
     let s = Server::start(&[], &[]);
@@ -71,18 +87,7 @@ async fn sixteen_concurrent_answers_equal_their_answers_alone() {
     let leaving = send(&s, "/v1/completions", &long).await;
     let mut leaving = leaving.bytes_stream();
     leaving.next().await.unwrap().unwrap();
-    let tasks: Vec<_> = PROMPTS
-        .iter()
-        .map(|p| {
-            let url = s.url("/v1/chat/completions");
-            let body = chat_body(p, 12);
-            tokio::spawn(async move {
-                let r = client().post(url).json(&body).send().await.unwrap();
-                assert_eq!(r.status().as_u16(), 200);
-                answer(&r.json::<Value>().await.unwrap())
-            })
-        })
-        .collect();
+    let tasks = ask_all(&s, &PROMPTS);
     leaving.next().await.unwrap().unwrap();
     drop(leaving);
     for (i, t) in tasks.into_iter().enumerate() {
@@ -149,18 +154,7 @@ async fn a_q4_server_batches_and_answers_as_it_does_one_request_at_a_time() {
     for p in prompts {
         alone.push(ask(&s, p).await);
     }
-    let tasks: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            let url = s.url("/v1/chat/completions");
-            let body = chat_body(p, 12);
-            tokio::spawn(async move {
-                let r = client().post(url).json(&body).send().await.unwrap();
-                assert_eq!(r.status().as_u16(), 200);
-                answer(&r.json::<Value>().await.unwrap())
-            })
-        })
-        .collect();
+    let tasks = ask_all(&s, prompts);
     for (i, t) in tasks.into_iter().enumerate() {
         assert_eq!(t.await.unwrap(), alone[i], "prompt {i}: {}", prompts[i]);
     }

@@ -8,7 +8,9 @@
 
 mod common;
 
-use ngsd_runtime::{Batch, ForwardOut, KvCache, Message, Model, Positions, sampling::argmax};
+use common::{Follow, Run, prefilled};
+
+use ngsd_runtime::{Batch, ForwardOut, Message, Model, Positions, sampling::argmax};
 
 /// Largest logit difference tolerated between a batched and a solo step (fp32; the batched
 /// products sum in another order).
@@ -33,20 +35,15 @@ fn prompts() -> (Model, Vec<Vec<u32>>) {
     (model, ids)
 }
 
-/// A sequence decoded alone: the greedy tokens and the logits each was chosen from.
-struct Solo {
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-}
-
-fn solo(model: &mut Model, prompt: &[u32], steps: usize) -> Solo {
+/// A sequence decoded alone, without a batch.
+fn solo(model: &mut Model, prompt: &[u32], steps: usize) -> Run {
     let vocab = model.vocab_size();
     let mut cache = model.new_cache().unwrap();
     let mut out = ForwardOut::default();
     model
         .forward(&mut cache, prompt, Positions::Last, &mut out)
         .unwrap();
-    let mut s = Solo {
+    let mut s = Run {
         tokens: Vec::new(),
         logits: Vec::new(),
     };
@@ -62,60 +59,24 @@ fn solo(model: &mut Model, prompt: &[u32], steps: usize) -> Solo {
     s
 }
 
-/// The prompt's cache after its own prefill, and the logits of its first token.
-fn prefilled(model: &mut Model, prompt: &[u32]) -> (KvCache, Vec<f32>) {
-    let mut cache = model.new_cache().unwrap();
-    let mut out = ForwardOut::default();
-    model
-        .forward(&mut cache, prompt, Positions::Last, &mut out)
-        .unwrap();
-    (cache, out.last_logits(model.vocab_size()).to_vec())
-}
-
 /// Prefills `prompt` alone and adds it to the batch.
 fn join(model: &mut Model, batch: &mut Batch, prompt: &[u32]) {
     let (cache, _) = prefilled(model, prompt);
     model.join(batch, &cache).unwrap();
 }
 
-/// A row of a batch under test: which solo run it follows and how far it is.
-struct Follow {
-    seq: usize,
-    step: usize,
-}
-
-/// Runs `steps` batched steps, feeding each row its solo run's tokens and checking the logits
-/// it gets back against the solo run's.
+/// Batched steps checked against the solo runs, within [`TOLERANCE`].
 fn step_and_check(
     model: &mut Model,
     batch: &mut Batch,
     rows: &mut [Follow],
-    solos: &[Solo],
+    solos: &[Run],
     steps: usize,
 ) {
-    let vocab = model.vocab_size();
-    let mut out = ForwardOut::default();
-    for _ in 0..steps {
-        let tokens: Vec<u32> = rows.iter().map(|f| solos[f.seq].tokens[f.step]).collect();
-        model.step_batch(batch, &tokens, &mut out).unwrap();
-        assert_eq!(out.rows, rows.len());
-        for (r, f) in rows.iter_mut().enumerate() {
-            f.step += 1;
-            let got = out.logits_row(r, vocab);
-            let want = &solos[f.seq].logits[f.step];
-            let diff = common::max_diff(got, want);
-            assert!(
-                diff < TOLERANCE,
-                "row {r} (prompt {}) step {}: logits differ by {diff}",
-                f.seq,
-                f.step
-            );
-            assert_eq!(argmax(got), solos[f.seq].tokens[f.step], "row {r}");
-        }
-    }
+    common::step_and_check(model, batch, rows, solos, steps, TOLERANCE);
 }
 
-fn solos(model: &mut Model, prompts: &[Vec<u32>], steps: usize) -> Vec<Solo> {
+fn solos(model: &mut Model, prompts: &[Vec<u32>], steps: usize) -> Vec<Run> {
     prompts.iter().map(|p| solo(model, p, steps)).collect()
 }
 

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::{Follow, Run, prefilled};
+
 use ngsd_runtime::{Batch, ForwardOut, KvCache, Message, Model, Positions, sampling::argmax};
 
 const QUESTIONS: [&str; 4] = [
@@ -51,77 +53,67 @@ fn prompts() -> (Model, Vec<Vec<u32>>) {
     (model, ids)
 }
 
-fn prefilled(model: &mut Model, prompt: &[u32]) -> (KvCache, Vec<f32>) {
-    let mut cache = model.new_cache().unwrap();
-    let mut out = ForwardOut::default();
-    model
-        .forward(&mut cache, prompt, Positions::Last, &mut out)
-        .unwrap();
-    (cache, out.last_logits(model.vocab_size()).to_vec())
-}
-
-/// Greedy tokens and the logits each was chosen from.
-struct Run {
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-}
-
-/// `prompt` decoded for `steps` tokens alone in a batch (the first token from its prefill).
-fn alone(model: &mut Model, prompt: &[u32], steps: usize) -> Run {
-    let vocab = model.vocab_size();
-    let (cache, first) = prefilled(model, prompt);
-    let mut batch = model.new_batch().unwrap();
-    model.join(&mut batch, &cache).unwrap();
-    let mut run = Run {
-        tokens: vec![argmax(&first)],
-        logits: vec![first],
-    };
-    let mut out = ForwardOut::default();
-    for _ in 1..steps {
-        let next = *run.tokens.last().unwrap();
-        model.step_batch(&mut batch, &[next], &mut out).unwrap();
-        let logits = out.logits_row(0, vocab).to_vec();
-        run.tokens.push(argmax(&logits));
-        run.logits.push(logits);
-    }
-    run
-}
-
-/// `prompt` decoded for `steps` tokens without a batch.
-fn solo(model: &mut Model, prompt: &[u32], steps: usize) -> Run {
-    let vocab = model.vocab_size();
+/// `prompt` decoded for `steps` greedy tokens, the first from its prefill, each later one by
+/// `step(model, token)`, which returns the next logits.
+fn decode(
+    model: &mut Model,
+    prompt: &[u32],
+    steps: usize,
+    mut step: impl FnMut(&mut Model, &mut KvCache, u32) -> Vec<f32>,
+) -> Run {
     let (mut cache, first) = prefilled(model, prompt);
     let mut run = Run {
         tokens: vec![argmax(&first)],
         logits: vec![first],
     };
-    let mut out = ForwardOut::default();
     for _ in 1..steps {
-        let next = *run.tokens.last().unwrap();
-        model
-            .forward(&mut cache, &[next], Positions::Last, &mut out)
-            .unwrap();
-        let logits = out.last_logits(vocab).to_vec();
+        let logits = step(model, &mut cache, *run.tokens.last().unwrap());
         run.tokens.push(argmax(&logits));
         run.logits.push(logits);
     }
     run
 }
 
-/// A row under test: which reference run it follows and how far it is.
-struct Follow {
-    seq: usize,
-    step: usize,
+/// `prompt` decoded alone in a batch.
+fn alone(model: &mut Model, prompt: &[u32], steps: usize) -> Run {
+    let vocab = model.vocab_size();
+    let mut batch = model.new_batch().unwrap();
+    let mut out = ForwardOut::default();
+    decode(model, prompt, steps, |model, cache, next| {
+        if batch.is_empty() {
+            model.join(&mut batch, cache).unwrap();
+        }
+        model.step_batch(&mut batch, &[next], &mut out).unwrap();
+        out.logits_row(0, vocab).to_vec()
+    })
 }
 
-fn join(model: &mut Model, batch: &mut Batch, rows: &mut Vec<Follow>, seq: usize, p: &[u32]) {
-    let (cache, _) = prefilled(model, p);
+/// `prompt` decoded without a batch.
+fn solo(model: &mut Model, prompt: &[u32], steps: usize) -> Run {
+    let vocab = model.vocab_size();
+    let mut out = ForwardOut::default();
+    decode(model, prompt, steps, |model, cache, next| {
+        model
+            .forward(cache, &[next], Positions::Last, &mut out)
+            .unwrap();
+        out.last_logits(vocab).to_vec()
+    })
+}
+
+/// Prefills prompt `seq` alone and adds it to the batch as the last row.
+fn join(
+    model: &mut Model,
+    batch: &mut Batch,
+    rows: &mut Vec<Follow>,
+    prompts: &[Vec<u32>],
+    seq: usize,
+) {
+    let (cache, _) = prefilled(model, &prompts[seq]);
     assert_eq!(model.join(batch, &cache).unwrap(), rows.len());
     rows.push(Follow { seq, step: 0 });
 }
 
-/// `steps` batched steps, each row fed its reference's tokens; every row's logits must equal
-/// the reference's exactly.
+/// `steps` batched steps; every row's logits must equal its reference's exactly.
 fn step_exact(
     model: &mut Model,
     batch: &mut Batch,
@@ -129,23 +121,7 @@ fn step_exact(
     refs: &[Run],
     steps: usize,
 ) {
-    let vocab = model.vocab_size();
-    let mut out = ForwardOut::default();
-    for _ in 0..steps {
-        let tokens: Vec<u32> = rows.iter().map(|f| refs[f.seq].tokens[f.step]).collect();
-        model.step_batch(batch, &tokens, &mut out).unwrap();
-        assert_eq!(out.rows, rows.len());
-        for (r, f) in rows.iter_mut().enumerate() {
-            f.step += 1;
-            let diff = common::max_diff(out.logits_row(r, vocab), &refs[f.seq].logits[f.step]);
-            assert!(
-                diff == 0.0,
-                "row {r} (prompt {}) step {}: logits differ by {diff}",
-                f.seq,
-                f.step
-            );
-        }
-    }
+    common::step_and_check(model, batch, rows, refs, steps, 0.0);
 }
 
 #[test]
@@ -155,15 +131,15 @@ fn fused_rows_equal_their_alone_runs_bit_for_bit_through_joins_leaves_and_rollba
     let mut batch = model.new_batch().unwrap();
     let mut rows = Vec::new();
     for seq in 0..2 {
-        join(&mut model, &mut batch, &mut rows, seq, &prompts[seq]);
+        join(&mut model, &mut batch, &mut rows, &prompts, seq);
     }
     step_exact(&mut model, &mut batch, &mut rows, &refs, 3);
     // Two more rows: the slots double; then the long prompt grows every slot's capacity.
     for seq in 2..4 {
-        join(&mut model, &mut batch, &mut rows, seq, &prompts[seq]);
+        join(&mut model, &mut batch, &mut rows, &prompts, seq);
     }
     step_exact(&mut model, &mut batch, &mut rows, &refs, 3);
-    join(&mut model, &mut batch, &mut rows, 4, &prompts[4]);
+    join(&mut model, &mut batch, &mut rows, &prompts, 4);
     assert_eq!(batch.width(), prompts[4].len());
     step_exact(&mut model, &mut batch, &mut rows, &refs, 3);
     // Rows leave from the middle and the front; the others carry on.

@@ -30,7 +30,7 @@ pub struct Batch {
 
 enum Inner {
     Padded(Padded),
-    Slots(Slots),
+    Slots(Box<Slots>),
 }
 
 /// An Optimum-layout batch: the caches side by side, each row with its mask.
@@ -165,7 +165,7 @@ impl Model {
     pub fn new_batch(&self) -> Result<Batch> {
         if self.io.shared_kv {
             return Ok(Batch {
-                inner: Inner::Slots(Slots::new()),
+                inner: Inner::Slots(Box::new(Slots::new())),
             });
         }
         let past = (0..2 * self.io.num_layers)
