@@ -6,8 +6,9 @@
 DEV_DIR holds a report of crates/ngsd-eval/suites/safety-dev.toml, STRESS_DIR one of
 stress.toml, both with the same configurations. Prints a markdown table with a column per
 family and configuration and a row per figure: the dev split's ASR and benign refusal (pooled
-and per dataset) and the stress suite's groups, each as a percentage with its count, then the
-dev run's tok/s as the report gives it. Reads
+and per dataset) and the stress suite's groups, each as a percentage with its count. Speed is
+left out: the reports' tok/s is per request inside a batch (see `ngsd eval --help`); compare
+speeds with `cargo xtask bench-compare`. Reads
 only the reports; run the evaluations first (docs/RESULTS.md lists the commands).
 """
 
@@ -66,7 +67,6 @@ def main() -> int:
         print(f"| dev | {n} | {m} | " + " | ".join(cell(c, n, m) for _, c, _ in columns) + " |")
     for n, m in STRESS:
         print(f"| stress | {n} | {m} | " + " | ".join(cell(s, n, m) if s else "–" for _, _, s in columns) + " |")
-    print("| dev | all | tok/s | " + " | ".join(f"{find(c, 'all')['tokens_per_s']:.1f}" for _, c, _ in columns) + " |")
     return 0
 
 
