@@ -262,9 +262,23 @@ fn report_metrics_match_the_fake_answers() {
         .find(|d| d.dataset == "xs-safe")
         .expect("xs");
     assert_eq!((xs.refusal.k, xs.refusal.n), (1, 2));
+}
 
-    // 6 harmful at p 0.9 against 7 benign, one of them (the process-killing prompt) at 0.95:
-    // 36 of 42 pairs ranked right. No dataset names form a topic-matched pair here.
+#[test]
+fn the_report_gives_the_stored_neuron_ps_auroc() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = full_report(dir.path());
+    let by_name = |n: &str| {
+        report
+            .configs
+            .iter()
+            .find(|c| c.config.name == n)
+            .expect("config")
+    };
+    // LIF's answers store p: 6 harmful at 0.9 against 7 benign, one of them (the
+    // process-killing prompt) at 0.95, so 36 of 42 pairs are ranked right. No dataset names
+    // form a topic-matched pair here.
+    let lif = by_name("gate-lif-prompt");
     let aurocs: Vec<_> = lif
         .prompt_auroc
         .iter()
@@ -279,7 +293,8 @@ fn report_metrics_match_the_fake_answers() {
         .collect();
     assert_eq!(aurocs, [("harmful", "benign", 6, 7)]);
     assert!(close(lif.prompt_auroc[0].auroc, 36.0 / 42.0));
-    assert!(always.prompt_auroc.is_empty() && none.prompt_auroc.is_empty());
+    assert!(by_name("always-prompt").prompt_auroc.is_empty());
+    assert!(by_name("none").prompt_auroc.is_empty());
 }
 
 #[test]
