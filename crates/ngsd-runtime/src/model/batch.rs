@@ -104,9 +104,7 @@ impl Batch {
         }
         match &mut self.inner {
             Inner::Padded(p) => p.truncate_row(row, len),
-            Inner::Slots(s) => {
-                s.truncate_row(row, len);
-            }
+            Inner::Slots(s) => s.truncate_row(row, len),
         }
         Ok(())
     }

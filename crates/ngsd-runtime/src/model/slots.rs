@@ -58,13 +58,10 @@ impl Slots {
         self.rows.get(row).map(|r| r.len)
     }
 
-    pub(super) fn truncate_row(&mut self, row: usize, len: usize) -> Option<usize> {
-        let r = self.rows.get_mut(row)?;
-        let held = r.len;
-        if len <= held {
-            r.len = len;
-        }
-        Some(held)
+    /// Sets row `row` (which exists, checked by the caller) back to `len` positions: its next
+    /// token goes to position `len`, and the slot's later positions are overwritten.
+    pub(super) fn truncate_row(&mut self, row: usize, len: usize) {
+        self.rows[row].len = len;
     }
 
     /// The first slot no row uses.
