@@ -178,18 +178,21 @@ fn full_report(dir: &Path) -> Report {
     Report::build(&suite, dir, &KeywordJudge, None).expect("report")
 }
 
+/// The report of configuration `name`.
+fn config<'a>(report: &'a Report, name: &str) -> &'a ngsd_eval::ConfigReport {
+    report
+        .configs
+        .iter()
+        .find(|c| c.config.name == name)
+        .expect("config")
+}
+
 #[test]
 fn report_metrics_match_the_fake_answers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let report = full_report(dir.path());
     assert_eq!(report.baseline.as_deref(), Some("none"));
-    let by_name = |n: &str| {
-        report
-            .configs
-            .iter()
-            .find(|c| c.config.name == n)
-            .expect("config")
-    };
+    let by_name = |n: &str| config(&report, n);
 
     let none = by_name("none");
     let h = none.pool("harmful").expect("harmful pool");
@@ -268,13 +271,7 @@ fn report_metrics_match_the_fake_answers() {
 fn the_report_gives_the_stored_neuron_ps_auroc() {
     let dir = tempfile::tempdir().expect("temp dir");
     let report = full_report(dir.path());
-    let by_name = |n: &str| {
-        report
-            .configs
-            .iter()
-            .find(|c| c.config.name == n)
-            .expect("config")
-    };
+    let by_name = |n: &str| config(&report, n);
     // LIF's answers store p: 6 harmful at 0.9 against 7 benign, one of them (the
     // process-killing prompt) at 0.95, so 36 of 42 pairs are ranked right. No dataset names
     // form a topic-matched pair here.

@@ -720,7 +720,7 @@ impl Model {
 
     /// Binds one pass's small inputs of a fused graph (the cache buffers are bound already)
     /// and fresh allocations for the outputs read back.
-    pub(crate) fn run_fused(&self, kv: &mut SharedKv, step: FusedStep) -> Result<()> {
+    pub(crate) fn run_fused(&self, kv: &mut SharedKv, mut step: FusedStep) -> Result<()> {
         kv.rebind_read_back(&self.read_back)?;
         let binding = &mut kv.binding;
         let per_row = step.ids.len() / step.rows.max(1);
@@ -728,12 +728,12 @@ impl Model {
             let bound = match slot {
                 InputSlot::InputIds => binding.bind_input(
                     name.as_str(),
-                    &Tensor::from_array(([step.rows, per_row], step.ids.clone()))
+                    &Tensor::from_array(([step.rows, per_row], std::mem::take(&mut step.ids)))
                         .map_err(Error::run)?,
                 ),
                 InputSlot::SeqLensK => binding.bind_input(
                     name.as_str(),
-                    &Tensor::from_array(([step.rows], step.seqlens_k.clone()))
+                    &Tensor::from_array(([step.rows], std::mem::take(&mut step.seqlens_k)))
                         .map_err(Error::run)?,
                 ),
                 InputSlot::TotalSequenceLength => binding.bind_input(
