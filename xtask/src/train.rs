@@ -26,6 +26,18 @@ pub struct TrainArgs {
     /// reads its fp32 package and never downloads or converts it.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_MODEL)]
     pub model: String,
+    /// The converted package to train on: `fp32` (files in models/NAME/) or `q4` (the fused
+    /// graph; files in models/NAME/q4/). Trained files serve only the build they were trained
+    /// on, so a q4 server needs its own.
+    #[arg(long, value_enum, default_value_t = Variant::Fp32)]
+    pub variant: Variant,
+}
+
+/// A converted package of a pinned model that has trained files of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    Fp32,
+    Q4,
 }
 
 /// The default model, whose files `cargo xtask train` retrains without `--model`.
@@ -38,14 +50,23 @@ pub const GATE_DATA: &str = "models/smollm2-135m-instruct/gate-shapes.toml";
 /// The head expert's training set, shared by every model the same way.
 pub const EXPERT_DATA: &str = "models/smollm2-135m-instruct/train.toml";
 
-/// Folder of `model`'s trained files, relative to the checkout.
+/// Folder of `model`'s trained files for its fp32 package, relative to the checkout.
 pub fn model_dir(model: &str) -> String {
     format!("models/{model}")
 }
 
-/// `ngsd train gate` arguments behind `model`'s committed gate.safetensors (before `--model`).
-pub fn gate_args(model: &str) -> Vec<String> {
-    let dir = model_dir(model);
+/// Folder of the trained files of `model`'s `variant` package: models/NAME/ for fp32,
+/// models/NAME/q4/ for q4 (where `ngsd` looks for a q4 package's files).
+pub fn variant_dir(model: &str, variant: Variant) -> String {
+    match variant {
+        Variant::Fp32 => model_dir(model),
+        Variant::Q4 => format!("{}/q4", model_dir(model)),
+    }
+}
+
+/// `ngsd train gate` arguments behind the committed gate.safetensors in `dir` (before
+/// `--model`).
+pub fn gate_args(dir: &str) -> Vec<String> {
     [
         "train",
         "gate",
@@ -70,10 +91,9 @@ pub fn gate_args(model: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// `ngsd train expert` arguments behind `model`'s committed expert.safetensors (before
+/// `ngsd train expert` arguments behind the committed expert.safetensors in `dir` (before
 /// `--model`).
-pub fn expert_args(model: &str) -> Vec<String> {
-    let dir = model_dir(model);
+pub fn expert_args(dir: &str) -> Vec<String> {
     [
         "train",
         "expert",
@@ -105,21 +125,25 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     } else {
         setup::existing_fp32(&args.model)?
     };
-    let dir = model_dir(&args.model);
+    let package = match args.variant {
+        Variant::Fp32 => fp32,
+        Variant::Q4 => existing_q4(&fp32)?,
+    };
+    let dir = variant_dir(&args.model, args.variant);
     std::fs::create_dir_all(root.join(&dir))?;
     sh::step("building ngsd (release)");
     sh::run(sh::cargo().args(["build", "--release", "--quiet", "-p", "ngsd-cli"]))?;
     let ngsd = root.join("target/release/ngsd");
     let start = Instant::now();
     for (name, argv, skip) in [
-        ("gate neuron", gate_args(&args.model), args.expert_only),
-        ("head expert", expert_args(&args.model), args.gate_only),
+        ("gate neuron", gate_args(&dir), args.expert_only),
+        ("head expert", expert_args(&dir), args.gate_only),
     ] {
         if skip {
             continue;
         }
         sh::step(&format!("training the {name}"));
-        sh::run(&mut train_command(&ngsd, &root, &argv, &fp32))?;
+        sh::run(&mut train_command(&ngsd, &root, &argv, &package))?;
     }
     sh::step(&format!(
         "trained in {:.1} min; the files are in {dir}",
@@ -128,10 +152,22 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `ngsd <argv> --model <fp32>`, run from the checkout (the data paths are relative to it).
-fn train_command(ngsd: &Path, root: &Path, argv: &[String], fp32: &Path) -> Command {
+/// The q4 package beside `fp32`, which setup converts with it; its files must be current.
+fn existing_q4(fp32: &Path) -> Result<std::path::PathBuf> {
+    let q4 = fp32.with_file_name("q4");
+    if !q4.join("ngsd-model.json").is_file() {
+        bail!(
+            "{} is missing; run `cargo xtask setup` (or `cargo xtask setup --model NAME`) first",
+            q4.display()
+        );
+    }
+    Ok(q4)
+}
+
+/// `ngsd <argv> --model <package>`, run from the checkout (the data paths are relative to it).
+fn train_command(ngsd: &Path, root: &Path, argv: &[String], package: &Path) -> Command {
     let mut cmd = Command::new(ngsd);
-    cmd.current_dir(root).args(argv).arg("--model").arg(fp32);
+    cmd.current_dir(root).args(argv).arg("--model").arg(package);
     cmd
 }
 
@@ -146,7 +182,7 @@ mod tests {
     #[test]
     fn the_default_model_keeps_its_commands() {
         assert_eq!(
-            gate_args(DEFAULT_MODEL),
+            gate_args(&model_dir(DEFAULT_MODEL)),
             [
                 "train",
                 "gate",
@@ -165,7 +201,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            expert_args(DEFAULT_MODEL),
+            expert_args(&model_dir(DEFAULT_MODEL)),
             [
                 "train",
                 "expert",
@@ -187,8 +223,14 @@ mod tests {
     fn another_model_reads_the_same_data_and_writes_its_own_folder() {
         let name = "qwen2.5-coder-0.5b-instruct";
         for (args, default) in [
-            (gate_args(name), gate_args(DEFAULT_MODEL)),
-            (expert_args(name), expert_args(DEFAULT_MODEL)),
+            (
+                gate_args(&model_dir(name)),
+                gate_args(&model_dir(DEFAULT_MODEL)),
+            ),
+            (
+                expert_args(&model_dir(name)),
+                expert_args(&model_dir(DEFAULT_MODEL)),
+            ),
         ] {
             assert_eq!(args.len(), default.len());
             for (a, d) in args.iter().zip(&default) {
@@ -202,46 +244,60 @@ mod tests {
         }
     }
 
-    /// Every committed trained file (in any models/<name>/) was made by `cargo xtask train
-    /// --model <name>`: its `command` metadata is that command's arguments, then the model.
-    /// Reads only the committed files, never a converted package.
+    /// Every committed trained file (in any models/<name>/ or models/<name>/q4/) was made by
+    /// `cargo xtask train --model <name> [--variant q4]`: its `command` metadata is that
+    /// command's arguments, then the package. Reads only the committed files, never a
+    /// converted package.
     #[test]
     fn committed_trained_files_record_the_train_commands() {
         let models = sh::root().join("models");
         let mut checked = 0;
         for entry in std::fs::read_dir(&models).expect("models/ is readable") {
-            let dir = entry.expect("a folder entry").path();
-            let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            let Some(name) = entry
+                .expect("a folder entry")
+                .file_name()
+                .to_str()
+                .map(str::to_owned)
+            else {
                 continue;
             };
-            for (file, args) in [
-                ("gate.safetensors", gate_args(name)),
-                ("expert.safetensors", expert_args(name)),
-            ] {
-                let path = dir.join(file);
-                if !path.is_file() {
-                    continue;
-                }
-                let command = metadata(&path)
-                    .remove("command")
-                    .unwrap_or_else(|| panic!("{} has no command", path.display()));
-                let expected = format!("ngsd {} --model ", args.join(" "));
-                assert!(
-                    command.starts_with(&expected),
-                    "{}: `{command}` is not `{expected}…`",
-                    path.display()
-                );
-                assert!(
-                    std::path::Path::new(&command[expected.len()..])
-                        .ends_with(format!(".cache/models/{name}/fp32")),
-                    "{}: trained on `{}`, not the fp32 package",
-                    path.display(),
-                    &command[expected.len()..]
-                );
-                checked += 1;
+            for (variant, package) in [(Variant::Fp32, "fp32"), (Variant::Q4, "q4")] {
+                checked += check_commands(&name, &variant_dir(&name, variant), package);
             }
         }
         assert!(checked >= 2, "the default model's two files at least");
+    }
+
+    /// Checks the trained files in `dir` (if any) against their commands; returns how many.
+    fn check_commands(name: &str, dir: &str, package: &str) -> usize {
+        let mut checked = 0;
+        for (file, args) in [
+            ("gate.safetensors", gate_args(dir)),
+            ("expert.safetensors", expert_args(dir)),
+        ] {
+            let path = sh::root().join(dir).join(file);
+            if !path.is_file() {
+                continue;
+            }
+            let command = metadata(&path)
+                .remove("command")
+                .unwrap_or_else(|| panic!("{} has no command", path.display()));
+            let expected = format!("ngsd {} --model ", args.join(" "));
+            assert!(
+                command.starts_with(&expected),
+                "{}: `{command}` is not `{expected}…`",
+                path.display()
+            );
+            assert!(
+                std::path::Path::new(&command[expected.len()..])
+                    .ends_with(format!(".cache/models/{name}/{package}")),
+                "{}: trained on `{}`, not the {package} package",
+                path.display(),
+                &command[expected.len()..]
+            );
+            checked += 1;
+        }
+        checked
     }
 
     /// The `__metadata__` of a safetensors file.

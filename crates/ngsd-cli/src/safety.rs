@@ -35,11 +35,13 @@ pub struct Trained {
 
 impl Trained {
     /// Looks for `gate.safetensors` and `expert.safetensors` in the model folder, then in
-    /// `models/<model name>/` of the checkout (searched upwards from the executable and the
-    /// current directory), where the trained files of pinned models are committed. A file
-    /// made for another build of the model (its `model_sha256` metadata is not the package's
-    /// model.onnx checksum, e.g. the fp32-trained files and the q4 package, which shares the
-    /// model name) is passed over with a warning, so that the untrained defaults apply.
+    /// `models/<model name>/<dtype>/` and `models/<model name>/` of the checkout (searched
+    /// upwards from the executable and the current directory), where the trained files of
+    /// pinned models are committed: the fp32 package's in `models/<name>/`, the q4 package's
+    /// (which shares the name) in `models/<name>/q4/`. Only a file made for this build is
+    /// taken (its `model_sha256` metadata is the package's model.onnx checksum, or either is
+    /// unknown); when every file found was made for another build, the untrained defaults
+    /// apply and a warning says so.
     pub fn find(model_dir: &Path) -> Trained {
         let exe_dir = std::env::current_exe()
             .ok()
@@ -61,23 +63,24 @@ impl Trained {
             m.checksums.get(&m.files.onnx).cloned()
         });
         let mut dirs = vec![model_dir.to_path_buf()];
-        if let Some(name) = package.map(|p| p.manifest.name)
+        if let Some(manifest) = package.map(|p| p.manifest)
             && let Some(d) = starts
                 .into_iter()
-                .flat_map(|start| start.ancestors().map(|d| d.join("models").join(&name)))
+                .flat_map(|start| {
+                    start
+                        .ancestors()
+                        .map(|d| d.join("models").join(&manifest.name))
+                })
                 .find(|d| d.join(GATE_FILE).is_file() || d.join(EXPERT_FILE).is_file())
         {
+            if let Some(dtype) = manifest.dtype.filter(|t| t != "fp32") {
+                dirs.push(d.join(dtype));
+            }
             dirs.push(d);
         }
-        let pick = |file: &str| {
-            dirs.iter()
-                .map(|d| d.join(file))
-                .filter(|p| p.is_file())
-                .find(|p| made_for(p, onnx_sha.as_deref()))
-        };
         Trained {
-            gate: pick(GATE_FILE),
-            expert: pick(EXPERT_FILE),
+            gate: pick(&dirs, GATE_FILE, onnx_sha.as_deref()),
+            expert: pick(&dirs, EXPERT_FILE, onnx_sha.as_deref()),
         }
     }
 
@@ -115,20 +118,31 @@ pub fn trained_model_sha256(path: &Path) -> Option<String> {
     meta.metadata().as_ref()?.get("model_sha256").cloned()
 }
 
-/// Whether the trained file at `path` may serve the package whose model.onnx has checksum
-/// `onnx_sha`: yes unless both checksums are known and differ (a file that cannot be read is
-/// left to its loader, which says what is wrong with it).
-fn made_for(path: &Path, onnx_sha: Option<&str>) -> bool {
-    match (trained_model_sha256(path), onnx_sha) {
-        (Some(want), Some(have)) if want != have => {
-            tracing::warn!(
-                "not using {}: it was trained on another build of this model (model sha256 {want}, this package's is {have}); the untrained defaults apply (naming it explicitly is refused the same way); train files for this build with `ngsd train` and --model pointing at it",
-                path.display()
-            );
-            false
-        }
+/// The first `file` in `dirs` made for the package whose model.onnx has checksum `onnx_sha`;
+/// when there are such files but none was made for it, a warning names the first.
+fn pick(dirs: &[PathBuf], file: &str, onnx_sha: Option<&str>) -> Option<PathBuf> {
+    let found: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| d.join(file))
+        .filter(|p| p.is_file())
+        .collect();
+    let made_for = |path: &Path| match (trained_model_sha256(path), onnx_sha) {
+        (Some(want), Some(have)) => want == have,
+        // A file that cannot be read is left to its loader, which says what is wrong with it.
         _ => true,
+    };
+    if let Some(path) = found.iter().find(|p| made_for(p)) {
+        return Some(path.clone());
     }
+    if let Some(path) = found.first() {
+        tracing::warn!(
+            "not using {}: it was trained on another build of this model (model sha256 {}, this package's is {}); the untrained defaults apply (naming it explicitly is refused the same way); train files for this build with `ngsd train` and --model pointing at it (`cargo xtask train --variant q4` for a pinned model's q4 package)",
+            path.display(),
+            trained_model_sha256(path).unwrap_or_default(),
+            onnx_sha.unwrap_or_default()
+        );
+    }
+    None
 }
 
 /// Whether gate parameters `params` name a `weights` file.

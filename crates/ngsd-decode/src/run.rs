@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use ngsd_gate::{AnswerInput, Decision, FeatureSpec, Gate, Needs, PromptInput, StepInput};
 use ngsd_runtime::sampling::{argmax, softmax_into};
 use ngsd_runtime::{
-    Conversation, EncodedPrompt, FinishReason, ForwardOut, KvCache, Positions, Prefill, Sampler,
-    TextOutput, Tokenizer,
+    Conversation, EncodedPrompt, FinishReason, ForwardOut, KvCache, Positions, Prefill,
+    PromptPrefill, Sampler, TextOutput, Tokenizer,
 };
 
 use crate::assess::Reflection;
@@ -121,7 +121,6 @@ impl Run {
         let prompt = encode(req, models)?;
         let all_rows = features::needs_all_positions(&spec.prompt)
             || features::needs_all_positions(&probe_spec.prompt);
-        let mut cache = models.base.new_cache()?;
         let mut out = ForwardOut::default();
         let t = Instant::now();
         let positions = if all_rows {
@@ -132,10 +131,18 @@ impl Run {
         // In chunks: a cancelled request (a client gone, a deadline passed) stops within one.
         let cancel = req.cancel.clone();
         let mut cancelled = move || cancel.as_ref().is_some_and(crate::Cancel::is_cancelled);
-        let fed =
+        // The head (markup, system prompt, earlier turns) is reused from an earlier request
+        // when it is the same; features pool only the message, which always runs. An empty
+        // message pools the whole prompt, so its prompt runs whole.
+        let head = if prompt.request.is_empty() {
+            0
+        } else {
+            prompt.request.start
+        };
+        let PromptPrefill { cache, fed, reused } =
             models
                 .base
-                .prefill(&mut cache, &prompt.ids, positions, &mut out, &mut cancelled)?;
+                .prefill_prompt(&prompt.ids, head, positions, &mut out, &mut cancelled)?;
         let mut timings = Timings {
             base_ms: ms(t.elapsed()),
             ..Timings::default()
@@ -143,12 +150,14 @@ impl Run {
         // Cut short: the features would read a partial prompt, and nothing more will run.
         let cut_short = matches!(fed, Prefill::Stopped { .. });
         let t = Instant::now();
+        // `out` holds the rows from position `reused` on.
+        let request = prompt.request.start - reused..prompt.request.end - reused;
         let pooled = |spec: &FeatureSpec, into: &mut Vec<f32>| {
             features::prompt_features(
                 &spec.prompt,
                 models.base.hidden_size(),
-                prompt.ids.len(),
-                prompt.request.clone(),
+                prompt.ids.len() - reused,
+                request.clone(),
                 |layer| features::layer_rows(&models.base, &out, layer),
                 into,
             )

@@ -93,7 +93,7 @@ impl KvCache {
 }
 
 /// The first `len` positions (dimension 2) of a `[1, heads, n, dim]` cache value, as a new value.
-fn keep_rows(value: &DynValue, len: usize) -> Result<DynValue> {
+pub(crate) fn keep_rows(value: &DynValue, len: usize) -> Result<DynValue> {
     let (shape, data) = value.try_extract_tensor::<f32>().map_err(Error::run)?;
     let (heads, rows, dim) = (shape[1] as usize, shape[2] as usize, shape[3] as usize);
     let mut kept = Vec::with_capacity(heads * len * dim);

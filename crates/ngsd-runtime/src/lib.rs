@@ -27,7 +27,7 @@ pub use generate::{FinishReason, GenerateConfig, Generation, StopFilter, TextOut
 pub use kv::KvCache;
 pub use model::{
     Batch, DEFAULT_PREFILL_CHUNK, ForwardOut, IoDescription, MAX_DEFAULT_PREFILL_CHUNK, Model,
-    ModelOptions, Positions, Prefill, default_prefill_chunk,
+    ModelOptions, Positions, Prefill, PromptPrefill, default_prefill_chunk,
 };
 pub use package::{
     ChecksumReport, Files, IoNames, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestSource,

@@ -11,6 +11,7 @@
 //!   allocation per token on the hot path).
 
 mod batch;
+mod head;
 mod slots;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use crate::package::ModelPackage;
 use crate::provider::Provider;
 
 pub use batch::Batch;
+pub use head::PromptPrefill;
 
 /// How to build a session.
 #[derive(Debug, Clone, Default)]
@@ -232,6 +234,8 @@ pub struct Model {
     ids_buf: Vec<i64>,
     mask_buf: Vec<i64>,
     pos_buf: Vec<i64>,
+    /// The last prompt head [`Model::prefill_prompt`] computed.
+    head: Option<head::Head>,
 }
 
 impl std::fmt::Debug for Model {
@@ -360,6 +364,7 @@ impl Model {
             ids_buf: Vec::new(),
             mask_buf: Vec::new(),
             pos_buf: Vec::new(),
+            head: None,
         })
     }
 

@@ -108,10 +108,16 @@ fn head_means_the_trained_expert() {
 /// `onnx_sha` (none recorded: `None`): the default package's manifest, changed so, and empty
 /// files in place of the ones it lists (the lookup reads only the manifest).
 fn package_named(dir: &Path, name: &str, onnx_sha: Option<&str>) -> PathBuf {
+    package_of(dir, name, "fp32", onnx_sha)
+}
+
+/// [`package_named`] with manifest `dtype` `dtype`, in a folder named so.
+fn package_of(dir: &Path, name: &str, dtype: &str, onnx_sha: Option<&str>) -> PathBuf {
     let src = ngsd_test_support::model_dir().join("ngsd-model.json");
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
     manifest["name"] = name.into();
+    manifest["dtype"] = dtype.into();
     let onnx = manifest["files"]["onnx"].as_str().unwrap().to_owned();
     match onnx_sha {
         Some(sha) => manifest["checksums"][&onnx] = sha.into(),
@@ -121,7 +127,7 @@ fn package_named(dir: &Path, name: &str, onnx_sha: Option<&str>) -> PathBuf {
     }
     let pkg = dir
         .join(format!("{name}-{}", onnx_sha.unwrap_or("none")))
-        .join("fp32");
+        .join(dtype);
     std::fs::create_dir_all(&pkg).unwrap();
     for file in manifest["files"].as_object().unwrap().values() {
         std::fs::write(pkg.join(file.as_str().unwrap()), b"").unwrap();
@@ -220,4 +226,45 @@ fn trained_files_beside_the_package_win() {
             ngsd_test_support::repo_root().join("models/smollm2-135m-instruct/expert.safetensors")
         )
     );
+}
+
+/// A trained file recording `model_sha256` `sha`, at `path`.
+fn trained_file(path: &Path, sha: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let meta = std::collections::HashMap::from([("model_sha256".to_string(), sha.to_string())]);
+    let data = [1.0f32, 2.0];
+    let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bytes).unwrap();
+    let out = safetensors::serialize([("w", view)], Some(meta)).unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+/// A q4 package takes the files in models/<name>/q4/ that were trained on it, and an fp32
+/// package of the same name the ones in models/<name>/; the q4 package falls back to
+/// models/<name>/ only for a file made for it, and a build that matches neither gets none.
+#[test]
+fn a_q4_package_takes_the_files_in_its_own_folder() {
+    let tmp = ngsd_test_support::temp_dir();
+    let (fp32_sha, q4_sha) = ("a".repeat(64), "b".repeat(64));
+    let models = tmp.path().join("checkout/models/foo");
+    trained_file(&models.join(GATE_FILE), &fp32_sha);
+    trained_file(&models.join(EXPERT_FILE), &fp32_sha);
+    trained_file(&models.join("q4").join(GATE_FILE), &q4_sha);
+    let start = [tmp.path().join("checkout")];
+    let packages = tmp.path().join("packages");
+    let q4 = Trained::find_from(&package_of(&packages, "foo", "q4", Some(&q4_sha)), &start);
+    assert_eq!(q4.gate, Some(models.join("q4").join(GATE_FILE)));
+    assert_eq!(q4.expert, None, "the fp32 expert is not the q4 build's");
+    let fp32 = Trained::find_from(
+        &package_of(&packages, "foo", "fp32", Some(&fp32_sha)),
+        &start,
+    );
+    assert_eq!(fp32.gate, Some(models.join(GATE_FILE)));
+    assert_eq!(fp32.expert, Some(models.join(EXPERT_FILE)));
+    let other = Trained::find_from(
+        &package_of(&packages, "foo", "q4", Some(&"c".repeat(64))),
+        &start,
+    );
+    assert_eq!(other, Trained::default());
 }
