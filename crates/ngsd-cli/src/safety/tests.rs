@@ -268,3 +268,23 @@ fn a_q4_package_takes_the_files_in_its_own_folder() {
     );
     assert_eq!(other, Trained::default());
 }
+
+/// The q4 package that `cargo xtask setup` converts finds the files trained on it in
+/// models/<name>/q4/. A change to the fused graph (another model.onnx) fails here rather than
+/// silently falling back to the untrained defaults; `cargo xtask train --variant q4` makes
+/// files for the new build.
+#[test]
+fn the_q4_package_finds_the_files_trained_on_it() {
+    let q4 = ngsd_test_support::model_dir_q4();
+    let root = ngsd_test_support::repo_root();
+    let dir = root.join("models/smollm2-135m-instruct/q4");
+    assert_eq!(
+        Trained::find_from(&q4, &[root]),
+        Trained {
+            gate: Some(dir.join(GATE_FILE)),
+            expert: Some(dir.join(EXPERT_FILE)),
+        },
+        "the committed q4 files were trained on another build of {}; retrain them with `cargo xtask train --variant q4`",
+        q4.display()
+    );
+}
