@@ -10,7 +10,7 @@
 mod common;
 
 use ngsd_runtime::{
-    ChatTemplate, Conversation, EncodedPrompt, ForwardOut, Model, Positions, Prefill,
+    ChatTemplate, Conversation, EncodedPrompt, ForwardOut, KvCache, Model, Positions, Prefill,
     PromptPrefill, Tokenizer, sampling::argmax,
 };
 
@@ -23,6 +23,17 @@ fn encode(tok: &Tokenizer, template: &ChatTemplate, system: &str, user: &str) ->
     }
     .encode(tok, Some(template))
     .unwrap()
+}
+
+/// 8 greedy tokens after what `cache` holds, the first from `out`'s last logits.
+fn greedy(model: &mut Model, cache: &mut KvCache, out: &mut ForwardOut) -> Vec<u32> {
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        let next = argmax(out.last_logits(model.vocab_size()));
+        tokens.push(next);
+        model.forward(cache, &[next], Positions::Last, out).unwrap();
+    }
+    tokens
 }
 
 /// `prompt` through `prefill_prompt`, and its greedy continuation for 8 steps.
@@ -51,14 +62,7 @@ fn via_head(model: &mut Model, prompt: &EncodedPrompt) -> (usize, Vec<f32>, Vec<
     );
     let logits = out.last_logits(model.vocab_size()).to_vec();
     let last_hidden = out.last_hidden(hidden).to_vec();
-    let mut tokens = Vec::new();
-    for _ in 0..8 {
-        let next = argmax(out.last_logits(model.vocab_size()));
-        tokens.push(next);
-        model
-            .forward(&mut cache, &[next], Positions::Last, &mut out)
-            .unwrap();
-    }
+    let tokens = greedy(model, &mut cache, &mut out);
     (reused, logits, last_hidden, tokens)
 }
 
@@ -71,14 +75,7 @@ fn whole(model: &mut Model, prompt: &EncodedPrompt) -> (Vec<f32>, Vec<f32>, Vec<
         .unwrap();
     let logits = out.last_logits(model.vocab_size()).to_vec();
     let last_hidden = out.last_hidden(model.hidden_size()).to_vec();
-    let mut tokens = Vec::new();
-    for _ in 0..8 {
-        let next = argmax(out.last_logits(model.vocab_size()));
-        tokens.push(next);
-        model
-            .forward(&mut cache, &[next], Positions::Last, &mut out)
-            .unwrap();
-    }
+    let tokens = greedy(model, &mut cache, &mut out);
     (logits, last_hidden, tokens)
 }
 
