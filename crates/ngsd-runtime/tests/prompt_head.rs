@@ -10,8 +10,8 @@
 mod common;
 
 use ngsd_runtime::{
-    ChatTemplate, Conversation, EncodedPrompt, ForwardOut, KvCache, Model, Positions, Prefill,
-    PromptPrefill, Tokenizer, sampling::argmax,
+    ChatTemplate, Conversation, EncodedPrompt, ForwardOut, KvCache, Message, Model, Positions,
+    Prefill, PromptPrefill, Tokenizer, sampling::argmax,
 };
 
 fn encode(tok: &Tokenizer, template: &ChatTemplate, system: &str, user: &str) -> EncodedPrompt {
@@ -156,4 +156,43 @@ fn only_a_whole_head_before_more_tokens_is_kept() {
             "head {other}"
         );
     }
+}
+
+/// A conversation whose head goes on from the kept one (same system prompt, earlier turns)
+/// reuses the kept rows and runs its turns; the kept head stays the shorter, shared one.
+#[test]
+fn a_conversation_reuses_the_head_it_starts_with() {
+    let (mut model, tok, template) = common::load();
+    let sys = "You answer briefly.";
+    let single = encode(&tok, &template, sys, "Name a colour.");
+    let (first, ..) = via_head(&mut model, &single);
+    assert_eq!(first, 0);
+    let history = [
+        Message::new("user", "Name a colour."),
+        Message::new("assistant", "Blue."),
+    ];
+    let chat = Conversation {
+        system: Some(sys),
+        history: &history,
+        user: "And another one?",
+        raw: false,
+    }
+    .encode(&tok, Some(&template))
+    .unwrap();
+    assert!(chat.request.start > single.request.start);
+    let (reused, logits, hidden, tokens) = via_head(&mut model, &chat);
+    assert_eq!(
+        reused, single.request.start,
+        "the system head, not the whole history"
+    );
+    model.forget_head();
+    let (want_logits, want_hidden, want_tokens) = whole(&mut model, &chat);
+    assert!(common::max_diff(&logits, &want_logits) <= 1e-3);
+    assert!(common::max_diff(&hidden, &want_hidden) <= 1e-3);
+    assert_eq!(tokens, want_tokens);
+    // After a miss the conversation's head is kept; a single-turn prompt misses it and puts the
+    // shared head back, and the conversation's next turn reuses that again.
+    via_head(&mut model, &chat);
+    assert_eq!(via_head(&mut model, &single).0, 0);
+    assert_eq!(via_head(&mut model, &chat).0, single.request.start);
 }

@@ -1,8 +1,10 @@
 //! Prompt heads: the tokens of a prompt before the message being answered (the chat template's
 //! markup, the system prompt, earlier turns). Most requests to one server share their head, so
 //! [`Model::prefill_prompt`] keeps the key/value rows of the last head it computed and copies
-//! them into the next prompt that starts with the same head: the prefill then runs only the
-//! message and what follows it.
+//! them into the next prompt whose head starts with it: the prefill then runs only the rest
+//! (the message and what follows, or the later turns of a conversation too). The kept head is
+//! replaced only by a prompt that could not use it, so the head every request shares stays
+//! kept while conversations that go on from it come and go.
 //!
 //! The rows of a kept head are the ones its own prefill wrote; a prompt that reuses them gets
 //! the same cache as a prefill of the whole prompt in two chunks (the head, then the rest).
@@ -26,7 +28,8 @@ pub(crate) struct Head {
 pub struct PromptPrefill {
     /// The prompt's cache.
     pub cache: KvCache,
-    /// Whether every token is in the cache, or a `should_stop` cut the prefill short.
+    /// Whether every token is in the cache, or a `should_stop` cut the prefill short (its
+    /// `fed` counts from [`PromptPrefill::reused`]).
     pub fed: Prefill,
     /// Positions copied from the kept head: the forward output holds the rows from this
     /// position on.
@@ -35,11 +38,12 @@ pub struct PromptPrefill {
 
 impl Model {
     /// Prefills prompt `ids` (in chunks, as [`Model::prefill`]) into a new cache, where
-    /// `ids[..head]` is the prompt's head. When the head is the one kept from an earlier
-    /// prompt, its rows are copied in and only `ids[head..]` runs; `out` then holds the rows of
-    /// those positions (see [`PromptPrefill::reused`]). Otherwise the whole prompt runs and
-    /// its head is kept for the next prompt (a head of 0 tokens, or one that is the whole
-    /// prompt, is never reused).
+    /// `ids[..head]` is the prompt's head. When the head kept from an earlier prompt begins
+    /// this head (it is the same, or this one goes on with earlier turns), its rows are copied
+    /// in and only the rest runs; `out` then holds the rows of those positions (see
+    /// [`PromptPrefill::reused`]). Otherwise the whole prompt runs and its head is kept in
+    /// place of the old one. A head of 0 tokens, one that is the whole prompt, or one longer
+    /// than 4,096 tokens is never kept.
     pub fn prefill_prompt(
         &mut self,
         ids: &[u32],
@@ -48,17 +52,22 @@ impl Model {
         out: &mut ForwardOut,
         should_stop: &mut dyn FnMut() -> bool,
     ) -> Result<PromptPrefill> {
-        let usable = head > 0 && head < ids.len() && head <= MAX_HEAD;
+        let head = head.min(ids.len());
         let kept = self
             .head
             .as_ref()
-            .filter(|h| usable && h.ids[..] == ids[..head]);
+            .filter(|h| h.ids.len() <= head && h.ids.len() < ids.len())
+            .filter(|h| h.ids[..] == ids[..h.ids.len()]);
         let (mut cache, reused) = match kept {
-            Some(h) => (self.copy_cache(&h.cache, head, ids.len())?, head),
+            Some(h) => (
+                self.copy_cache(&h.cache, h.ids.len(), ids.len())?,
+                h.ids.len(),
+            ),
             None => (self.new_cache()?, 0),
         };
         let fed = self.prefill(&mut cache, &ids[reused..], positions, out, should_stop)?;
-        if usable && reused == 0 && matches!(fed, Prefill::Done) {
+        let keep = head > 0 && head < ids.len() && head <= MAX_HEAD;
+        if keep && reused == 0 && matches!(fed, Prefill::Done) {
             let rows = self.copy_cache(&cache, head, head)?;
             self.head = Some(Head {
                 ids: ids[..head].to_vec(),
