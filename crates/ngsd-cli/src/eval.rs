@@ -97,7 +97,7 @@ impl DecoderGenerator {
                 let params = if config.gate == "sigmoid"
                     && safety::names_weights(&config.gate_config)
                 {
-                    format!("{}\nmonitor = false", config.gate_config)
+                    safety::probe_params(&config.gate_config)
                 } else if self.trained.gate.is_some() {
                     self.trained.gate_params("sigmoid", "monitor = false")
                 } else {

@@ -145,6 +145,26 @@ fn pick(dirs: &[PathBuf], file: &str, onnx_sha: Option<&str>) -> Option<PathBuf>
     None
 }
 
+/// Parameters of a probe over the sigmoid gate parameters `params`: the same neuron with its
+/// answer monitor off (the probe only reads the prompt's probability; the gate itself
+/// monitors). A `monitor` the parameters set is replaced, not given twice.
+pub fn probe_params(params: &str) -> String {
+    let is_monitor = |item: &str| {
+        item.split_once('=')
+            .is_some_and(|(k, _)| k.trim() == "monitor")
+    };
+    let kept: Vec<&str> = params
+        .split([';', '\n'])
+        .filter(|item| !item.trim().is_empty() && !is_monitor(item))
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str("monitor = false");
+    out
+}
+
 /// Whether gate parameters `params` name a `weights` file.
 pub fn names_weights(params: &str) -> bool {
     params.split([';', '\n']).any(|item| {

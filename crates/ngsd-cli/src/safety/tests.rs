@@ -288,3 +288,28 @@ fn the_q4_package_finds_the_files_trained_on_it() {
         q4.display()
     );
 }
+
+/// A probe over a configuration's own neuron turns its monitor off; a `monitor` the
+/// configuration sets is replaced (the parameter parser refuses a key given twice).
+#[test]
+fn probe_params_replace_the_monitor_setting() {
+    for (params, want) in [
+        (
+            "weights = \"/g.safetensors\"",
+            "weights = \"/g.safetensors\"\nmonitor = false",
+        ),
+        (
+            "weights = \"/g.safetensors\"; monitor = true",
+            "weights = \"/g.safetensors\"\nmonitor = false",
+        ),
+        (
+            "monitor=true\nthreshold = 0.5",
+            "threshold = 0.5\nmonitor = false",
+        ),
+        ("", "monitor = false"),
+    ] {
+        let got = crate::safety::probe_params(params);
+        assert_eq!(got, want, "{params}");
+        ngsd_gate::Params::parse(&got).expect("each key once");
+    }
+}
