@@ -19,6 +19,12 @@ does not batch it yet; this script measures what it would give:
     decode step. Prints the largest logit difference of each against 2 rows, for the prefill
     and for the step: it shows whether a difference comes from the batch (rows, lengths) or
     from ONNX Runtime taking another kernel for a single row.
+  * admissions prefilled together: prompts sharing a head, each prefilled alone after a copy
+    of the head's rows (as `Model::prefill_prompt` does), against all of them in one pass of
+    S = the longest rest: row b feeds its last S tokens after its first len_b - S positions
+    (taken from the head, whose last tokens it recomputes), so every row's S tokens are real
+    and `logits_to_keep` 1 gives each row's last position. Prints the largest logit
+    difference and both ways' times.
 """
 
 from __future__ import annotations
@@ -147,6 +153,52 @@ def kernel_paths(f: Fused, prompt: list[int]) -> dict:
             "rows_differ_within_a_step": max(v[2] for v in out.values())}
 
 
+def admissions(f: Fused, rows: int) -> dict:
+    rng = np.random.default_rng(7)
+    head = [int(x) for x in rng.integers(100, 10000, size=21)]
+    prompts = [head + [int(x) for x in rng.integers(100, 10000, size=int(n))]
+               for n in rng.integers(8, 24, size=rows)]
+    one, head_rows = f.cache(1)
+    f.step(one, [head], [0])
+    alone, t = [], time.perf_counter()
+    for p in prompts:
+        io, own = f.cache(1)
+        for key, v in own.items():
+            v.update_inplace(head_rows[key].numpy())
+        alone.append(f.step(io, [p[len(head):]], [len(head)])[0])
+    t_alone = time.perf_counter() - t
+    out = {"admissions": rows, "head_tokens": len(head),
+           "rest_tokens": [len(p) - len(head) for p in prompts], "alone_with_head_ms": t_alone * 1e3}
+    # The rests in one pass after the head's rows: ONNX Runtime 1.31's GroupQueryAttention
+    # refuses several rows of more than one token after a past.
+    io, buffers = f.cache(rows)
+    for key, v in buffers.items():
+        v.update_inplace(np.repeat(head_rows[key].numpy(), rows, axis=0))
+    width = max(len(p) - len(head) for p in prompts)
+    try:
+        f.step(io, [p[len(p) - width:] for p in prompts], [len(p) - width for p in prompts])
+        out["rests_together"] = "ran"
+    except Exception as e:  # noqa: BLE001 - the refusal is the result
+        out["rests_together"] = f"refused: {str(e).split('Status Message: ')[-1]}"
+    # Whole prompts in one pass without a past, right-padded, every position's logits kept.
+    t = time.perf_counter()
+    io, _ = f.cache(rows)
+    width = max(len(p) for p in prompts)
+    ids = np.array([p + [0] * (width - len(p)) for p in prompts], dtype=np.int64)
+    io.bind_cpu_input("input_ids", ids)
+    io.bind_cpu_input("seqlens_k", np.array([len(p) - 1 for p in prompts], dtype=np.int32))
+    io.bind_cpu_input("total_sequence_length", np.array(width, dtype=np.int32))
+    io.bind_cpu_input("logits_to_keep", np.array([width], dtype=np.int64))
+    for name in f.read_back:
+        io.bind_output(name)
+    f.session.run_with_iobinding(io)
+    logits = io.get_outputs()[0].numpy()
+    out["whole_prompts_together_ms"] = (time.perf_counter() - t) * 1e3
+    out["whole_prompts_max_logit_diff"] = max(
+        float(np.abs(logits[b, len(p) - 1] - alone[b]).max()) for b, p in enumerate(prompts))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, required=True)
@@ -160,6 +212,8 @@ def main() -> int:
         print(f"fused_batch.py: cannot open {args.model} as a q4 package: {e}", file=sys.stderr)
         return 2
     print(json.dumps(agreement(f, 8)), flush=True)
+    for rows in (4, 16):
+        print(json.dumps(admissions(f, rows)), flush=True)
     for prompt in ([1, 504, 3458, 314, 2994, 28, 17, 30, 2], [1, 1111, 2222, 33, 44, 555, 66, 7, 8, 99, 100, 101]):
         print(json.dumps(kernel_paths(f, prompt)), flush=True)
     for b in (int(x) for x in args.batch.split(",")):
