@@ -89,6 +89,29 @@ pub(crate) struct Run {
     rollbacks: usize,
 }
 
+/// Runs `prompt` through the base model in chunks (a cancelled request, a client gone or a
+/// deadline passed, stops within one), reusing the rows of its head (markup, system prompt,
+/// earlier turns) when an earlier request computed them. The features pool only the message,
+/// which always runs; an empty message pools the whole prompt, so that prompt runs whole.
+fn run_prompt(
+    req: &Request,
+    prompt: &EncodedPrompt,
+    models: &mut Models,
+    positions: Positions,
+    out: &mut ForwardOut,
+) -> Result<PromptPrefill> {
+    let cancel = req.cancel.clone();
+    let mut cancelled = move || cancel.as_ref().is_some_and(crate::Cancel::is_cancelled);
+    let head = if prompt.request.is_empty() {
+        0
+    } else {
+        prompt.request.start
+    };
+    Ok(models
+        .base
+        .prefill_prompt(&prompt.ids, head, positions, out, &mut cancelled)?)
+}
+
 impl Run {
     /// Whether the prefill stopped early because the request was cancelled.
     pub fn cut_short(&self) -> bool {
@@ -128,21 +151,8 @@ impl Run {
         } else {
             Positions::Last
         };
-        // In chunks: a cancelled request (a client gone, a deadline passed) stops within one.
-        let cancel = req.cancel.clone();
-        let mut cancelled = move || cancel.as_ref().is_some_and(crate::Cancel::is_cancelled);
-        // The head (markup, system prompt, earlier turns) is reused from an earlier request
-        // when it is the same; features pool only the message, which always runs. An empty
-        // message pools the whole prompt, so its prompt runs whole.
-        let head = if prompt.request.is_empty() {
-            0
-        } else {
-            prompt.request.start
-        };
         let PromptPrefill { cache, fed, reused } =
-            models
-                .base
-                .prefill_prompt(&prompt.ids, head, positions, &mut out, &mut cancelled)?;
+            run_prompt(req, &prompt, models, positions, &mut out)?;
         let mut timings = Timings {
             base_ms: ms(t.elapsed()),
             ..Timings::default()
