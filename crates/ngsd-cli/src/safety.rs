@@ -121,41 +121,45 @@ pub fn trained_model_sha256(path: &Path) -> Option<String> {
 /// The first `file` in `dirs` made for the package whose model.onnx has checksum `onnx_sha`;
 /// when there are such files but none was made for it, a warning names the first.
 fn pick(dirs: &[PathBuf], file: &str, onnx_sha: Option<&str>) -> Option<PathBuf> {
-    let found: Vec<PathBuf> = dirs
+    let found: Vec<(PathBuf, Option<String>)> = dirs
         .iter()
         .map(|d| d.join(file))
         .filter(|p| p.is_file())
+        .map(|p| {
+            let sha = trained_model_sha256(&p);
+            (p, sha)
+        })
         .collect();
-    let made_for = |path: &Path| match (trained_model_sha256(path), onnx_sha) {
-        (Some(want), Some(have)) => want == have,
-        // A file that cannot be read is left to its loader, which says what is wrong with it.
-        _ => true,
-    };
-    if let Some(path) = found.iter().find(|p| made_for(p)) {
+    // A file that cannot be read is left to its loader, which says what is wrong with it.
+    let made_for =
+        |sha: &Option<String>| sha.is_none() || onnx_sha.is_none() || sha.as_deref() == onnx_sha;
+    if let Some((path, _)) = found.iter().find(|(_, sha)| made_for(sha)) {
         return Some(path.clone());
     }
-    if let Some(path) = found.first() {
+    if let Some((path, sha)) = found.first() {
         tracing::warn!(
             "not using {}: it was trained on another build of this model (model sha256 {}, this package's is {}); the untrained defaults apply (naming it explicitly is refused the same way); train files for this build with `ngsd train` and --model pointing at it (`cargo xtask train --variant q4` for a pinned model's q4 package)",
             path.display(),
-            trained_model_sha256(path).unwrap_or_default(),
+            sha.as_deref().unwrap_or_default(),
             onnx_sha.unwrap_or_default()
         );
     }
     None
 }
 
+/// The key of a `key = value` item of gate parameters (items are separated by `;` or new
+/// lines), if the item has one.
+fn param_key(item: &str) -> Option<&str> {
+    item.split_once('=').map(|(k, _)| k.trim())
+}
+
 /// Parameters of a probe over the sigmoid gate parameters `params`: the same neuron with its
 /// answer monitor off (the probe only reads the prompt's probability; the gate itself
 /// monitors). A `monitor` the parameters set is replaced, not given twice.
 pub fn probe_params(params: &str) -> String {
-    let is_monitor = |item: &str| {
-        item.split_once('=')
-            .is_some_and(|(k, _)| k.trim() == "monitor")
-    };
     let kept: Vec<&str> = params
         .split([';', '\n'])
-        .filter(|item| !item.trim().is_empty() && !is_monitor(item))
+        .filter(|item| !item.trim().is_empty() && param_key(item) != Some("monitor"))
         .collect();
     let mut out = kept.join("\n");
     if !out.is_empty() {
@@ -167,10 +171,9 @@ pub fn probe_params(params: &str) -> String {
 
 /// Whether gate parameters `params` name a `weights` file.
 pub fn names_weights(params: &str) -> bool {
-    params.split([';', '\n']).any(|item| {
-        item.split_once('=')
-            .is_some_and(|(k, _)| k.trim() == "weights")
-    })
+    params
+        .split([';', '\n'])
+        .any(|item| param_key(item) == Some("weights"))
 }
 
 /// Adds `weights = "<path>"` to gate parameters that name none.

@@ -547,13 +547,7 @@ impl Model {
                 Store::Values(self.run_values(past, prefix.len, ids, positions, out)?)
             }
             Store::Shared(kv) => {
-                let mut copy = kv.copy(
-                    &self.session,
-                    &self.shared_names(),
-                    prefix.len,
-                    prefix.len + ids.len(),
-                    self.max_context(),
-                )?;
+                let mut copy = self.copy_shared(kv, prefix.len, prefix.len + ids.len())?;
                 self.run_shared(&mut copy, prefix.len, ids, positions, out)?;
                 Store::Shared(Box::new(copy))
             }

@@ -11,7 +11,7 @@
 
 use super::{Model, Positions, Prefill};
 use crate::error::Result;
-use crate::kv::{KvCache, Store};
+use crate::kv::{KvCache, SharedKv, Store};
 use crate::model::ForwardOut;
 
 /// Longest head kept (positions): a longer one (a long conversation) is prefilled each time.
@@ -92,14 +92,25 @@ impl Model {
                     .map(|v| crate::kv::keep_rows(v, len))
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Store::Shared(kv) => Store::Shared(Box::new(kv.copy(
-                &self.session,
-                &self.shared_names(),
-                len,
-                capacity,
-                self.max_context(),
-            )?)),
+            Store::Shared(kv) => Store::Shared(Box::new(self.copy_shared(kv, len, capacity)?)),
         };
         Ok(KvCache { store, len })
+    }
+
+    /// A new single-sequence fused cache holding the first `len` positions of `kv`'s slot 0,
+    /// with room for `capacity`.
+    pub(crate) fn copy_shared(
+        &self,
+        kv: &SharedKv,
+        len: usize,
+        capacity: usize,
+    ) -> Result<SharedKv> {
+        kv.copy(
+            &self.session,
+            &self.shared_names(),
+            len,
+            capacity,
+            self.max_context(),
+        )
     }
 }
