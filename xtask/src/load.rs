@@ -90,6 +90,50 @@ struct Row {
     latency: Vec<f64>,
     ttft: Vec<f64>,
     tokens: u64,
+    /// Where ngsd's engines spent the level (`None` for llama-server).
+    engine: Option<Engine>,
+}
+
+/// Counters of ngsd's `/metrics` that say where its batching engines spend their time.
+#[derive(Clone, Copy, Default)]
+struct Engine {
+    /// Seconds admitting, in batched steps, and on each request's own work (in that order).
+    seconds: [f64; 3],
+    /// Batched forward passes, and the rows they ran.
+    steps: f64,
+    rows: f64,
+}
+
+impl Engine {
+    /// The counters as `GET /metrics` shows them now.
+    fn read(server: &Server) -> Result<Engine> {
+        let text = ureq::get(format!("{}/metrics", server.base))
+            .call()?
+            .body_mut()
+            .read_to_string()?;
+        let value = |name: &str| -> Result<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .with_context(|| format!("GET /metrics has no `{name}`"))
+        };
+        let phase = |p: &str| value(&format!("ngsd_engine_seconds_total{{phase=\"{p}\"}}"));
+        Ok(Engine {
+            seconds: [phase("admit")?, phase("step")?, phase("rows")?],
+            steps: value("ngsd_batch_rows_count")?,
+            rows: value("ngsd_batch_rows_sum")?,
+        })
+    }
+
+    /// What was counted between `before` and `self`.
+    fn since(self, before: Engine) -> Engine {
+        let mut d = self;
+        for (a, b) in d.seconds.iter_mut().zip(before.seconds) {
+            *a -= b;
+        }
+        d.steps -= before.steps;
+        d.rows -= before.rows;
+        d
+    }
 }
 
 impl Row {
@@ -306,6 +350,9 @@ fn drive(server: &Server, kind: Kind, workers: usize, args: &LoadArgs) -> Result
             args.requests_per_client,
             args.max_tokens
         ));
+        let engine_before = (kind == Kind::Ngsd)
+            .then(|| Engine::read(server))
+            .transpose()?;
         let t0 = Instant::now();
         let handles: Vec<_> = (0..n)
             .map(|c| {
@@ -329,6 +376,10 @@ fn drive(server: &Server, kind: Kind, workers: usize, args: &LoadArgs) -> Result
             );
         }
         let wall = t0.elapsed().as_secs_f64();
+        let engine = match engine_before {
+            Some(before) => Some(Engine::read(server)?.since(before)),
+            None => None,
+        };
         let mut latency: Vec<f64> = samples.iter().map(|s| s.latency).collect();
         latency.sort_by(f64::total_cmp);
         let mut ttft: Vec<f64> = samples.iter().filter_map(|s| s.ttft).collect();
@@ -342,6 +393,7 @@ fn drive(server: &Server, kind: Kind, workers: usize, args: &LoadArgs) -> Result
             latency,
             ttft,
             tokens: samples.iter().map(|s| s.tokens).sum(),
+            engine,
         };
         eprintln!("{}", row.markdown());
         rows.push(row);
@@ -380,6 +432,33 @@ fn print_tables(rows: &[Row]) {
             ratio(Some(r.tok_s()), find(Kind::Ngsd, w, 1)),
             ratio(llama, find(Kind::LlamaServer, w, 1)),
             ratio(Some(r.tok_s()), llama),
+        );
+    }
+    print_engine_table(rows);
+}
+
+/// Where ngsd's engines spent each level: admitting requests, batched steps, each request's
+/// own work; the rest of the wall time they waited (for requests, or the one-at-a-time path,
+/// which is not counted).
+fn print_engine_table(rows: &[Row]) {
+    println!(
+        "\n| ngsd: workers | clients | wall s | admitting s | batched steps s | rows' own work s | not in the engine s | steps | rows per step |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let Some(e) = r.engine else { continue };
+        let [admit, step, own] = e.seconds;
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
+            r.workers,
+            r.clients,
+            r.wall,
+            admit,
+            step,
+            own,
+            (r.wall - admit - step - own).max(0.0),
+            e.steps,
+            e.rows / e.steps.max(1.0),
         );
     }
 }

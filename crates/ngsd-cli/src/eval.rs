@@ -354,11 +354,15 @@ pub fn run(
         &tokenizer,
         &settings.options,
     )?;
+    let trained = Trained::find(&settings.dir);
+    // The answer monitor (of configurations over the trained neuron) checks on the schedule
+    // its threshold was calibrated for.
     let decode = DecodeConfig {
         generate: GenerateConfig {
             max_new_tokens: suite.generation.max_new_tokens,
             ..Default::default()
         },
+        monitor_every: trained.monitor_every(),
         ..Default::default()
     };
     if !suite.generation.greedy {
@@ -375,7 +379,7 @@ pub fn run(
         dirs,
         gates: HashMap::new(),
         reflections: HashMap::new(),
-        trained: Trained::find(&settings.dir),
+        trained,
         experts: HashMap::new(),
         current_expert: "prompt".into(),
         decode,

@@ -87,11 +87,31 @@ impl Trained {
     /// Parameters for gate `name`: the `sigmoid` gate gets the trained neuron unless
     /// `params` name weights of their own; other gates get `params` as they are.
     pub fn gate_params(&self, name: &str, params: &str) -> String {
-        if name == "sigmoid" {
+        if self.gate_reads_trained(name, params) {
             with_weights(params, self.gate.as_deref())
         } else {
             params.to_string()
         }
+    }
+
+    /// Whether gate `name` with `params` reads the trained neuron: the `sigmoid` gate does
+    /// when there is one, unless `params` name weights of their own.
+    pub fn gate_reads_trained(&self, name: &str, params: &str) -> bool {
+        name == "sigmoid" && self.gate.is_some() && !names_weights(params)
+    }
+
+    /// Answer tokens between the checks the trained gate's answer monitor was calibrated
+    /// for (its `answer_every` metadata; 16 for files made before it was recorded, or when
+    /// there is no trained gate). Decoding checks on this schedule unless `monitor-every` is
+    /// set: checking more often than calibrated would let benign answers fire more often than
+    /// the training measured.
+    pub fn monitor_every(&self) -> usize {
+        self.gate
+            .as_deref()
+            .and_then(|g| trained_metadata(g, "answer_every"))
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(MONITOR_EVERY_BEFORE_RECORDED)
     }
 
     /// The expert to build: `head` without a file means the trained expert.
@@ -113,10 +133,20 @@ impl Trained {
 /// The `model_sha256` metadata of a trained file (`ngsd train` records the checksum of the
 /// model.onnx it read); `None` when the file has none or is not readable safetensors.
 pub fn trained_model_sha256(path: &Path) -> Option<String> {
+    trained_metadata(path, "model_sha256")
+}
+
+/// The metadata entry `key` of a trained file; `None` when the file has none or is not
+/// readable safetensors.
+fn trained_metadata(path: &Path, key: &str) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
-    meta.metadata().as_ref()?.get("model_sha256").cloned()
+    meta.metadata().as_ref()?.get(key).cloned()
 }
+
+/// The answer monitor's schedule before the gate file recorded one: `ngsd train gate`
+/// calibrated every monitor for checks 16 tokens apart, and decoding checked as often.
+pub const MONITOR_EVERY_BEFORE_RECORDED: usize = 16;
 
 /// The first `file` in `dirs` made for the package whose model.onnx has checksum `onnx_sha`;
 /// when there are such files but none was made for it, a warning names the first.
@@ -272,13 +302,22 @@ impl SafetySettings {
         };
         let expert = trained.resolve_expert(expert)?;
         let reflection = reflection_spec(raw, trained)?;
-        let decode = decode_config(raw, generate)?;
         let gate = match &raw.gate {
             Some(g) => g.clone(),
             None if trained.gate.is_some() => DEFAULT_GATE.into(),
             None => UNTRAINED_GATE.into(),
         };
-        let gate_params = trained.gate_params(&gate, raw.gate_config.as_deref().unwrap_or(""));
+        let own_params = raw.gate_config.as_deref().unwrap_or("");
+        let gate_params = trained.gate_params(&gate, own_params);
+        // Checks on the trained neuron's schedule when the gate reads it.
+        let monitor_every =
+            raw.monitor_every
+                .unwrap_or(if trained.gate_reads_trained(&gate, own_params) {
+                    trained.monitor_every()
+                } else {
+                    MONITOR_EVERY_BEFORE_RECORDED
+                });
+        let decode = decode_config(raw, generate, monitor_every)?;
         Ok(SafetySettings {
             gate,
             gate_params,
@@ -331,8 +370,13 @@ fn reflection_spec(raw: &RawConfig, trained: &Trained) -> Result<ReflectionSpec>
     Ok(reflection)
 }
 
-/// The decoder's settings: merge width, divergence, failure policy, early stop, monitoring.
-fn decode_config(raw: &RawConfig, generate: GenerateConfig) -> Result<DecodeConfig> {
+/// The decoder's settings: merge width, divergence, failure policy, early stop, and the
+/// answer monitor checking every `monitor_every` tokens.
+fn decode_config(
+    raw: &RawConfig,
+    generate: GenerateConfig,
+    monitor_every: usize,
+) -> Result<DecodeConfig> {
     let failure_policy: FailurePolicy = match raw.failure_policy.as_deref() {
         Some(p) => p
             .parse()
@@ -354,7 +398,7 @@ fn decode_config(raw: &RawConfig, generate: GenerateConfig) -> Result<DecodeConf
             None
         },
         trace: false,
-        monitor_every: raw.monitor_every.unwrap_or(16),
+        monitor_every,
     };
     decode.validate()?;
     Ok(decode)

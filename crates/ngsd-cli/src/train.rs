@@ -121,8 +121,11 @@ pub struct TrainGateArgs {
     /// --monitor-every tokens and steers when they turn harmful.
     #[arg(long, value_name = "N", default_value_t = 0)]
     monitor_prompts: usize,
-    /// Answer tokens between the monitor's checks (the decoder's `monitor-every`).
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    /// Answer tokens between the monitor's checks. The threshold is calibrated over checks
+    /// on this schedule, the file records it, and decoding with this file checks on it
+    /// (unless `monitor-every` is set). Text is held until the first check, so this is also
+    /// the most tokens a streaming client waits for.
+    #[arg(long, value_name = "N", default_value_t = 8)]
     monitor_every: usize,
     /// Tokens of each greedy answer the monitor is trained on.
     #[arg(long, value_name = "N", default_value_t = 48)]
@@ -453,7 +456,7 @@ fn train_monitor(
         &bank.select(&keep),
         &kept_rows,
         &harmful,
-        args.folds,
+        (args.monitor_every, args.folds),
         SELECTION_L2,
         args.monitor_benign_rate,
     );
@@ -493,8 +496,9 @@ fn print_gate_report(report: &gate::GateReport, cfg: &GateTrainConfig) {
     }
     if let Some(a) = &report.answer {
         println!(
-            "answer monitor over {}: {} harmful / {} benign answers ({} harmful prompts refused by the base, left out), threshold p ≥ {:.4}; out of fold: {:.1}% of harmful answers caught, {:.1}% of benign answers fire",
+            "answer monitor over {}, checking every {} tokens: {} harmful / {} benign answers ({} harmful prompts refused by the base, left out), threshold p ≥ {:.4}; out of fold: {:.1}% of harmful answers caught, {:.1}% of benign answers fire",
             a.features,
+            a.every,
             a.harmful_answers,
             a.benign_answers,
             a.refused_by_base,

@@ -97,6 +97,12 @@ async fn sixteen_concurrent_answers_equal_their_answers_alone() {
     let steps = metric(&s, "ngsd_batch_rows_count").await;
     let rows = metric(&s, "ngsd_batch_rows_sum").await;
     assert!(rows / steps > 1.5, "{rows} rows in {steps} steps");
+    // The engine's time is counted in each of its phases.
+    for phase in ["admit", "step", "rows"] {
+        let name = format!("ngsd_engine_seconds_total{{phase=\"{phase}\"}}");
+        let seconds = metric(&s, &name).await;
+        assert!(seconds > 0.0, "{name} is {seconds}");
+    }
     let cancelled = metric(
         &s,
         "ngsd_generations_total{endpoint=\"completions\",outcome=\"cancelled\"}",

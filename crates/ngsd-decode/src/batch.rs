@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ngsd_gate::Gate;
 use ngsd_runtime::{Batch, FinishReason, ForwardOut};
@@ -51,6 +51,37 @@ pub trait Admissions<'s> {
 
     /// Called after each batched forward pass with the number of rows it ran.
     fn stepped(&mut self, _rows: usize) {}
+
+    /// Called with the time the batch just spent on `phase`.
+    fn spent(&mut self, _phase: Phase, _time: Duration) {}
+}
+
+/// What a batch spends its time on (reported through [`Admissions::spent`]); the rest of its
+/// time it waits for requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Admitting a request: its prefill, reflection, the gate's look at the prompt and its
+    /// first token, while the requests in flight wait.
+    Admit,
+    /// The batched forward pass of the base model.
+    Step,
+    /// Each request's own work after a step: the gate, the expert, steering, sampling, the
+    /// answer monitor (with any rollback's rebuilt cache), leaving and joining the batch.
+    Rows,
+}
+
+impl Phase {
+    /// Every phase, in the order a request meets them.
+    pub const ALL: [Phase; 3] = [Phase::Admit, Phase::Step, Phase::Rows];
+
+    /// The phase's name in metrics and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Admit => "admit",
+            Phase::Step => "step",
+            Phase::Rows => "rows",
+        }
+    }
 }
 
 /// A request in flight: its state, its gate and expert, and the token its row is fed next.
@@ -141,10 +172,12 @@ pub fn decode_batches<'s>(
                 experts.push(expert);
                 break;
             };
+            let t = Instant::now();
             let shared = (&mut *models, &mut batch, &mut *reflection);
             if let Some(a) = admit(admission, expert, shared, cfg, &mut experts) {
                 active.push(a);
             }
+            source.spent(Phase::Admit, t.elapsed());
         }
         if active.is_empty() {
             return Ok(experts);
@@ -152,9 +185,13 @@ pub fn decode_batches<'s>(
         let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
         let t = Instant::now();
         models.base.step_batch(&mut batch, &tokens, &mut out)?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let step = t.elapsed();
         source.stepped(tokens.len());
+        source.spent(Phase::Step, step);
+        let t = Instant::now();
+        let ms = step.as_secs_f64() * 1e3;
         continue_rows(&mut active, models, &mut batch, &out, ms, &mut experts)?;
+        source.spent(Phase::Rows, t.elapsed());
     }
 }
 

@@ -24,7 +24,9 @@ mod stop;
 pub mod trace;
 
 pub use assess::Reflection;
-pub use batch::{Admission, Admissions, Sinks, decode_batches, generate_batch, panic_message};
+pub use batch::{
+    Admission, Admissions, Phase, Sinks, decode_batches, generate_batch, panic_message,
+};
 pub use cancel::Cancel;
 pub use decoder::{DecodeConfig, Models, Output, Request, generate};
 pub use error::{Error, Result};

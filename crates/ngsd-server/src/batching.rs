@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
-use ngsd_decode::{Admission, Admissions, Expert, panic_message};
+use ngsd_decode::{Admission, Admissions, Expert, Phase, panic_message};
 
 use crate::config::Engine;
 use crate::metrics::Metrics;
@@ -105,6 +105,10 @@ impl Admissions<'static> for Jobs<'_> {
 
     fn stepped(&mut self, rows: usize) {
         self.metrics.batch_rows(rows);
+    }
+
+    fn spent(&mut self, phase: Phase, time: std::time::Duration) {
+        self.metrics.engine_time(phase, time);
     }
 }
 

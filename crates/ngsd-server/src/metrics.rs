@@ -11,7 +11,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use ngsd_decode::Output;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use ngsd_decode::{Output, Phase};
 
 const LATENCY_BOUNDS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0,
@@ -66,6 +69,11 @@ struct GenerationLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
 }
@@ -91,6 +99,7 @@ pub struct Metrics {
     ttft: Histograms,
     risk: Histogram,
     batch_rows: Histogram,
+    engine_seconds: Family<PhaseLabels, Counter<f64, AtomicU64>>,
     workers: Gauge,
 }
 
@@ -122,6 +131,7 @@ impl Metrics {
             ttft: Family::new_with_constructor(ttft_histogram),
             risk: Histogram::new(RISK_BOUNDS),
             batch_rows: Histogram::new(BATCH_BOUNDS),
+            engine_seconds: Family::default(),
             workers: Gauge::default(),
         };
         m.register(workers)
@@ -196,6 +206,17 @@ impl Metrics {
             "Requests answered by each batched forward pass of the base model",
             self.batch_rows.clone(),
         );
+        for phase in Phase::ALL {
+            // Every phase is written from the start, at 0.
+            let _ = self.engine_seconds.get_or_create(&PhaseLabels {
+                phase: phase.label(),
+            });
+        }
+        r.register(
+            "engine_seconds",
+            "Time the batching engines spent admitting requests (prefill, reflection, first token), in batched forward passes (step), and on each request's own work after a step (rows); the rest they waited for requests",
+            self.engine_seconds.clone(),
+        );
         r.register(
             "request_duration_seconds",
             "Time from admission to the last token of completed generations",
@@ -242,6 +263,15 @@ impl Metrics {
     /// A batched forward pass ran `rows` requests.
     pub fn batch_rows(&self, rows: usize) {
         self.batch_rows.observe(rows as f64);
+    }
+
+    /// A batching engine spent `time` on `phase`.
+    pub fn engine_time(&self, phase: Phase, time: Duration) {
+        self.engine_seconds
+            .get_or_create(&PhaseLabels {
+                phase: phase.label(),
+            })
+            .inc_by(time.as_secs_f64());
     }
 
     /// A worker started (+1) or finished (-1) a generation.
@@ -310,6 +340,7 @@ mod tests {
         m.outcome("chat", Outcome::Completed, 0.3, Some(0.07));
         m.queued(1);
         m.batch_rows(3);
+        m.engine_time(Phase::Step, Duration::from_millis(250));
         m.set_workers(3);
         let text = m.render();
         for line in [
@@ -323,6 +354,8 @@ mod tests {
             "ngsd_batch_rows_bucket{le=\"4.0\"} 1",
             "ngsd_batch_rows_sum 3.0",
             "ngsd_rejected_requests_total 0",
+            "ngsd_engine_seconds_total{phase=\"step\"} 0.25",
+            "ngsd_engine_seconds_total{phase=\"admit\"} 0.0",
             "ngsd_reflection_risk_count 0",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");

@@ -346,6 +346,8 @@ impl TrainedGate {
             put_neuron(&mut st, "answer.", &a.neuron, &a.standardizer);
             st.metadata
                 .insert("answer_threshold".to_owned(), format!("{}", a.threshold));
+            st.metadata
+                .insert("answer_every".to_owned(), a.every.to_string());
         }
         let width = self.neuron.weight.len() / self.features.len().max(1);
         st.metadata
@@ -381,20 +383,61 @@ mod tests {
         Example::new(set, text, harmful)
     }
 
+    /// A neuron over one feature: p = σ(2·x).
+    fn one_feature_neuron() -> (Standardizer, Logistic) {
+        let standardizer = Standardizer {
+            mean: ndarray::array![0.0],
+            std: ndarray::array![1.0],
+        };
+        let neuron = Logistic {
+            weight: ndarray::array![2.0],
+            bias: 0.0,
+        };
+        (standardizer, neuron)
+    }
+
+    /// The file records the answer monitor's threshold and the schedule it was calibrated
+    /// for, which decoding follows.
+    #[test]
+    fn the_file_records_the_monitor_schedule() {
+        let (standardizer, neuron) = one_feature_neuron();
+        let answer = AnswerNeuron {
+            features: vec![ngsd_gate::Feature::FINAL_LAST],
+            standardizer: standardizer.clone(),
+            neuron: neuron.clone(),
+            threshold: 0.75,
+            every: 8,
+        };
+        let gate = TrainedGate {
+            features: vec![ngsd_gate::Feature::FINAL_LAST],
+            answer: Some(answer),
+            standardizer,
+            neuron,
+            threshold: 0.5,
+        };
+        let st = gate.to_safetensors(BTreeMap::new());
+        assert_eq!(st.metadata["answer_every"], "8");
+        assert_eq!(st.metadata["answer_threshold"], "0.75");
+        let without = TrainedGate {
+            answer: None,
+            ..gate
+        };
+        assert!(
+            !without
+                .to_safetensors(BTreeMap::new())
+                .metadata
+                .contains_key("answer_every")
+        );
+    }
+
     #[test]
     fn evaluation_reports_fire_rates_pairs_and_training_overlap() {
         // One feature; the neuron is p = σ(2·x), the threshold 0.5 (fires at x ≥ 0).
         let gate = TrainedGate {
             features: vec![ngsd_gate::Feature::FINAL_LAST],
             answer: None,
-            standardizer: Standardizer {
-                mean: ndarray::array![0.0],
-                std: ndarray::array![1.0],
-            },
-            neuron: Logistic {
-                weight: ndarray::array![2.0],
-                bias: 0.0,
-            },
+            standardizer: one_feature_neuron().0,
+            neuron: one_feature_neuron().1,
             threshold: 0.5,
         };
         let examples = [

@@ -114,6 +114,9 @@ pub struct AnswerNeuron {
     pub neuron: Logistic,
     /// Fires at p ≥ this.
     pub threshold: f32,
+    /// Answer tokens between the checks the threshold was calibrated over (checks at
+    /// `every`, 2·`every`, …): decoding checks on this schedule unless told otherwise.
+    pub every: usize,
 }
 
 /// What fitting the answer neuron measured.
@@ -127,6 +130,8 @@ pub struct AnswerReport {
     pub refused_by_base: usize,
     /// Checkpoint rows.
     pub rows: usize,
+    /// Answer tokens between checkpoints.
+    pub every: usize,
     /// Candidate feature sets and their figures.
     pub trials: Vec<FeatureTrial>,
     /// The chosen set.
@@ -143,12 +148,13 @@ pub struct AnswerReport {
 
 /// Fits the answer neuron. `rows` say which example and checkpoint each bank row is;
 /// `harmful[e]` labels example e. The threshold keeps the share of benign answers that fire
-/// at any checkpoint (out of fold) at most `benign_rate`.
+/// at any checkpoint (out of fold) at most `benign_rate`; the checkpoints are `every` answer
+/// tokens apart.
 pub fn fit_answer(
     bank: &FeatureBank,
     rows: &[AnswerRow],
     harmful: &[bool],
-    folds: usize,
+    (every, folds): (usize, usize),
     l2: f64,
     benign_rate: f64,
 ) -> (AnswerNeuron, AnswerReport) {
@@ -188,6 +194,7 @@ pub fn fit_answer(
         benign_answers: labels.iter().filter(|&&l| !l).count(),
         refused_by_base: 0,
         rows: rows.len(),
+        every,
         trials,
         features: names(&features),
         threshold,
@@ -204,6 +211,7 @@ pub fn fit_answer(
             standardizer,
             neuron,
             threshold,
+            every,
         },
         report,
     )

@@ -230,8 +230,16 @@ fn trained_files_beside_the_package_win() {
 
 /// A trained file recording `model_sha256` `sha`, at `path`.
 fn trained_file(path: &Path, sha: &str) {
+    trained_file_with(path, &[("model_sha256", sha)]);
+}
+
+/// A trained file with metadata `meta`, at `path`.
+fn trained_file_with(path: &Path, meta: &[(&str, &str)]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let meta = std::collections::HashMap::from([("model_sha256".to_string(), sha.to_string())]);
+    let meta: std::collections::HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let data = [1.0f32, 2.0];
     let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
     let view =
@@ -312,4 +320,43 @@ fn probe_params_replace_the_monitor_setting() {
         assert_eq!(got, want, "{params}");
         ngsd_gate::Params::parse(&got).expect("each key once");
     }
+}
+
+/// The answer monitor checks on the schedule the trained neuron was calibrated for (its
+/// `answer_every` metadata), every 16 tokens for a file that records none. `monitor-every`
+/// overrides it, and a gate that does not read the trained neuron keeps the old default.
+#[test]
+fn the_monitor_checks_on_the_trained_schedule() {
+    let tmp = ngsd_test_support::temp_dir();
+    let recorded = tmp.path().join("new").join(GATE_FILE);
+    trained_file_with(&recorded, &[("model_sha256", "a"), ("answer_every", "8")]);
+    let older = tmp.path().join("old").join(GATE_FILE);
+    trained_file(&older, "a");
+    let every = |gate: &Path, raw: RawConfig| {
+        let trained = Trained {
+            gate: Some(gate.to_path_buf()),
+            expert: None,
+        };
+        SafetySettings::from_raw(&raw, GenerateConfig::default(), &trained)
+            .unwrap()
+            .decode
+            .monitor_every
+    };
+    assert_eq!(every(&recorded, RawConfig::default()), 8);
+    assert_eq!(every(&older, RawConfig::default()), 16);
+    let set = RawConfig {
+        monitor_every: Some(32),
+        ..Default::default()
+    };
+    assert_eq!(every(&recorded, set), 32);
+    let own_weights = RawConfig {
+        gate_config: Some("weights = \"/x.safetensors\"".into()),
+        ..Default::default()
+    };
+    assert_eq!(every(&recorded, own_weights), 16);
+    let other_gate = RawConfig {
+        gate: Some("lif".into()),
+        ..Default::default()
+    };
+    assert_eq!(every(&recorded, other_gate), 16);
 }
