@@ -3,7 +3,8 @@
 //! release server on a free loopback port, one at a time, drives it with N concurrent
 //! streaming chat clients for each N (same prompts, same `max_tokens`), and prints req/s,
 //! p50/p99 latency, time to first token and aggregate tok/s as a markdown table, then the
-//! ratios: N clients over 1, and ngsd over llama-server.
+//! ratios: N clients over 1, and ngsd over llama-server, and where ngsd's engines spent each
+//! level (admitting, batched steps, each request's own work: `ngsd_engine_seconds_total`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -58,7 +58,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Load benchmark of `ngsd serve` beside llama.cpp's `llama-server` on the same model's
     /// GGUF: N concurrent streaming clients (default 1, 4, 16, 32) over loopback; prints
-    /// req/s, p50/p99 latency, time to first token, aggregate tok/s and their ratios.
+    /// req/s, p50/p99 latency, time to first token, aggregate tok/s and their ratios, then
+    /// where ngsd's engines spent each level (admitting, batched steps, per-request work).
     Load(load::LoadArgs),
     /// Fuzz the parsers of untrusted text (OpenAI requests, reflection scores, suite files,
     /// model manifests, gate parameters, chat templates) with cargo-fuzz on nightly, N minutes
